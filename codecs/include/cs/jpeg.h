@@ -1,0 +1,38 @@
+/* JPEG encode, decode (with DCT-domain downscaling) and lossless crop through
+ * libjpeg-turbo's TurboJPEG API.
+ *
+ * A cs_jpeg holds the codec state and is used by one thread at a time; give
+ * each worker thread its own. */
+#ifndef CS_JPEG_H
+#define CS_JPEG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cs/buf.h"
+#include "cs/common.h"
+
+typedef struct cs_jpeg cs_jpeg;
+
+CS_API int cs_jpeg_new(cs_jpeg **out);
+CS_API void cs_jpeg_free(cs_jpeg *j);
+
+/** Encode packed RGB (@p stride bytes per row) at @p quality (1-100), 4:2:0.
+ *  @param out receives a new buffer. */
+CS_API int cs_jpeg_encode_rgb(cs_jpeg *j, cs_buf **out, const uint8_t *rgb, int w, int h,
+                              size_t stride, int quality);
+
+/** Read the image size. @return 0 or CS_EFORMAT. */
+CS_API int cs_jpeg_size(cs_jpeg *j, const uint8_t *data, size_t len, int *w, int *h);
+
+/** Decode to packed RGB at 1/@p denom scale (@p denom 1, 2, 4 or 8; the DCT
+ *  does the scaling). The output is ceil(w/denom) x ceil(h/denom) and must fit
+ *  the caller's buffer (@p dst_stride bytes per row). */
+CS_API int cs_jpeg_decode_rgb(cs_jpeg *j, uint8_t *dst, size_t dst_stride, const uint8_t *data,
+                              size_t len, int denom);
+
+/** Lossless crop to the top-left @p w x @p h (jpegtran -crop WxH+0+0): for
+ *  edge tiles that pass through. @param out receives a new buffer. */
+CS_API int cs_jpeg_crop(cs_jpeg *j, cs_buf **out, const uint8_t *data, size_t len, int w, int h);
+
+#endif

@@ -1,0 +1,241 @@
+/* consilium: the node and its tools. One binary, subcommands, no SDL. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cs/err.h"
+#include "cs/server.h"
+#include "cs/slide.h"
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    stop_requested = 1;
+}
+
+static void usage_main(FILE *f)
+{
+    fprintf(f, "usage: consilium <command> [options]\n\n"
+               "commands:\n"
+               "  serve PATH...   serve slides as DeepZoom and IIIF tiles over HTTP(S)\n"
+               "  info FILE       print a slide's properties and levels\n\n"
+               "Run 'consilium <command> --help' for a command's options.\n");
+}
+
+static void usage_serve(FILE *f)
+{
+    fprintf(f,
+            "usage: consilium serve [options] PATH...\n\n"
+            "PATH is a slide file, a folder scanned (two levels deep) for slides, or\n"
+            "synthetic:WxH for a generated test slide.\n\n"
+            "options:\n"
+            "  --bind ADDR          address to listen on (default 127.0.0.1)\n"
+            "  --port N             port (default 8080; 0 picks a free one)\n"
+            "  --token T            bearer token clients must send (default: random, printed)\n"
+            "  --cache-mb M         encoded-tile cache size in MiB (default 256)\n"
+            "  --threads N          HTTP worker threads (default 4)\n"
+            "  --tile-size N        DeepZoom tile size (default: the slide's stored tiles)\n"
+            "  --overlap N          DeepZoom overlap (default: 0 with stored tiles, else 1)\n"
+            "  --quality Q          JPEG quality of tiles the server makes (default 75)\n"
+            "  --max-size N         largest IIIF output width/height (default 4096)\n"
+            "  --serve-associated   also serve label/macro images (they identify patients)\n"
+            "  --cors-origin O      Access-Control-Allow-Origin (default *)\n"
+            "  --tls-cert F --tls-key F   serve HTTPS with this PEM certificate and key\n"
+            "  --port-file F        write the port number to F once listening\n"
+            "  -h, --help           this text\n");
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    cs_server_opts o = CS_SERVER_OPTS_INIT;
+    const char *port_file = NULL;
+    enum { O_BIND = 256, O_PORT, O_TOKEN, O_CACHE, O_THREADS, O_TILE, O_OVERLAP, O_QUALITY,
+           O_MAX, O_ASSOC, O_CORS, O_CERT, O_KEY, O_PORTFILE };
+    static const struct option longopts[] = {
+        {"bind", required_argument, 0, O_BIND},
+        {"port", required_argument, 0, O_PORT},
+        {"token", required_argument, 0, O_TOKEN},
+        {"cache-mb", required_argument, 0, O_CACHE},
+        {"threads", required_argument, 0, O_THREADS},
+        {"tile-size", required_argument, 0, O_TILE},
+        {"overlap", required_argument, 0, O_OVERLAP},
+        {"quality", required_argument, 0, O_QUALITY},
+        {"max-size", required_argument, 0, O_MAX},
+        {"serve-associated", no_argument, 0, O_ASSOC},
+        {"cors-origin", required_argument, 0, O_CORS},
+        {"tls-cert", required_argument, 0, O_CERT},
+        {"tls-key", required_argument, 0, O_KEY},
+        {"port-file", required_argument, 0, O_PORTFILE},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        char *end = NULL;
+        long v = optarg ? strtol(optarg, &end, 10) : 0;
+        int numeric_ok = optarg && end && *end == '\0';
+        switch (c) {
+        case O_BIND:
+            o.bind = optarg;
+            break;
+        case O_TOKEN:
+            o.token = optarg;
+            break;
+        case O_ASSOC:
+            o.serve_associated = 1;
+            break;
+        case O_CORS:
+            o.cors_origin = optarg;
+            break;
+        case O_CERT:
+            o.tls_cert = optarg;
+            break;
+        case O_KEY:
+            o.tls_key = optarg;
+            break;
+        case O_PORTFILE:
+            port_file = optarg;
+            break;
+        case 'h':
+            usage_serve(stdout);
+            return 0;
+        case '?':
+            usage_serve(stderr);
+            return 2;
+        default:
+            if (!numeric_ok || v < 0 || v > 1000000) {
+                fprintf(stderr, "consilium serve: '%s' is not a valid number\n", optarg);
+                return 2;
+            }
+            if (c == O_PORT)
+                o.port = (int)v;
+            else if (c == O_CACHE)
+                o.cache_bytes = (size_t)v << 20;
+            else if (c == O_THREADS)
+                o.threads = (int)v;
+            else if (c == O_TILE)
+                o.tile_size = (int)v;
+            else if (c == O_OVERLAP)
+                o.overlap = (int)v;
+            else if (c == O_QUALITY)
+                o.quality = (int)v;
+            else if (c == O_MAX)
+                o.max_width = o.max_height = (int)v;
+        }
+    }
+    if (optind >= argc) {
+        fprintf(stderr, "consilium serve: give at least one slide file or folder\n");
+        usage_serve(stderr);
+        return 2;
+    }
+    if ((o.tls_cert == NULL) != (o.tls_key == NULL)) {
+        fprintf(stderr, "consilium serve: --tls-cert and --tls-key go together\n");
+        return 2;
+    }
+    cs_server *s;
+    if (cs_server_new(&s, &o) < 0) {
+        fprintf(stderr, "consilium serve: %s\n", cs_error_last());
+        return 1;
+    }
+    for (int i = optind; i < argc; i++) {
+        if (cs_server_add_path(s, argv[i]) < 0) {
+            fprintf(stderr, "consilium serve: %s\n", cs_error_last());
+            cs_server_free(s);
+            return 1;
+        }
+    }
+    if (cs_server_slide_count(s) == 0)
+        fprintf(stderr, "consilium serve: warning: no slides found\n");
+    if (cs_server_start(s) < 0) {
+        fprintf(stderr, "consilium serve: %s\n", cs_error_last());
+        cs_server_free(s);
+        return 1;
+    }
+    const char *scheme = o.tls_cert ? "https" : "http";
+    printf("consilium: serving %d slide(s) on %s://%s:%d\n", cs_server_slide_count(s), scheme,
+           o.bind, cs_server_port(s));
+    printf("token: %s\n", cs_server_token(s));
+    for (int i = 0; i < cs_server_slide_count(s) && i < 20; i++) {
+        const char *id = cs_server_slide_id(s, i);
+        printf("  %s  DZI  %s://%s:%d/slides/%s.dzi\n", id, scheme, o.bind, cs_server_port(s), id);
+        printf("  %s  IIIF %s://%s:%d/iiif/3/%s/info.json\n", id, scheme, o.bind,
+               cs_server_port(s), id);
+    }
+    fflush(stdout);
+    if (port_file) {
+        FILE *f = fopen(port_file, "w");
+        if (f) {
+            fprintf(f, "%d\n", cs_server_port(s));
+            fclose(f);
+        }
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    while (!stop_requested)
+        pause();
+    printf("consilium: stopping\n");
+    cs_server_free(s);
+    return 0;
+}
+
+static int cmd_info(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        printf("usage: consilium info FILE\n\nPrint a slide's vendor, size, resolution, levels,\n"
+               "associated images and properties.\n");
+        return argc < 2 ? 2 : 0;
+    }
+    cs_slide *s;
+    if (cs_slide_open(&s, argv[1]) < 0) {
+        fprintf(stderr, "consilium info: %s\n", cs_error_last());
+        return 1;
+    }
+    cs_slide_level l;
+    cs_slide_get_level(s, 0, &l);
+    printf("file:        %s\nvendor:      %s\nsize:        %lld x %lld\n", argv[1],
+           cs_slide_vendor(s), (long long)l.width, (long long)l.height);
+    if (cs_slide_mpp_x(s) > 0)
+        printf("mpp:         %.4f x %.4f um/px\n", cs_slide_mpp_x(s), cs_slide_mpp_y(s));
+    else
+        printf("mpp:         unknown\n");
+    if (cs_slide_objective_power(s) > 0)
+        printf("objective:   %gx\n", cs_slide_objective_power(s));
+    printf("levels:      %d\n", cs_slide_level_count(s));
+    for (int i = 0; i < cs_slide_level_count(s); i++) {
+        cs_slide_get_level(s, i, &l);
+        printf("  [%d] %lld x %lld  downsample %.4f  tiles %dx%d%s\n", i, (long long)l.width,
+               (long long)l.height, l.downsample, l.tile_width, l.tile_height,
+               l.raw == CS_SLIDE_RAW_JPEG ? "  stored JPEG (passthrough)" : "");
+    }
+    printf("associated:  ");
+    for (const char *const *n = cs_slide_associated_names(s); *n; n++)
+        printf("%s ", *n);
+    printf("(local only; identifying)\nproperties:\n");
+    for (const char *const *n = cs_slide_property_names(s); *n; n++)
+        printf("  %s = %s\n", *n, cs_slide_property(s, *n));
+    cs_slide_close(s);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage_main(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "serve") == 0)
+        return cmd_serve(argc - 1, argv + 1);
+    if (strcmp(argv[1], "info") == 0)
+        return cmd_info(argc - 1, argv + 1);
+    fprintf(stderr, "consilium: unknown command '%s'\n", argv[1]);
+    usage_main(stderr);
+    return 2;
+}
