@@ -1,0 +1,148 @@
+"""Shared helpers for Consilium integration tests and benches.
+
+Start the real `consilium serve` on 127.0.0.1 on a free port, talk to it
+with the token, compare images. Run with Debian's /usr/bin/python3.
+"""
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+from PIL import Image
+
+BIN = os.environ.get("CS_BIN", "build/dev/core/consilium")
+TESTDATA = os.environ.get("CS_TESTDATA", os.path.abspath("../shared/testdata"))
+WORK = os.environ.get("CS_WORK", os.path.abspath("build/testwork"))
+SRC = os.environ.get("CS_SRC", os.path.abspath("."))
+os.makedirs(WORK, exist_ok=True)
+
+
+class Server:
+    """`with Server(paths, extra_args) as s:` starts consilium serve, stops it on exit."""
+
+    def __init__(self, paths, args=(), token="test-token"):
+        self.paths = list(paths)
+        self.args = list(args)
+        self.token = token
+        self.proc = None
+        self.port = None
+
+    def __enter__(self):
+        fd, pf = tempfile.mkstemp(prefix="port-", dir=WORK)
+        os.close(fd)
+        os.unlink(pf)
+        self.log = open(os.path.join(WORK, "server-%d.log" % os.getpid()), "ab")
+        cmd = [BIN, "serve", "--port", "0", "--port-file", pf, "--token", self.token]
+        cmd += self.args + self.paths
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited with %d" % self.proc.returncode)
+            if os.path.exists(pf) and open(pf).read().strip():
+                self.port = int(open(pf).read())
+                os.unlink(pf)
+                break
+            time.sleep(0.05)
+        if not self.port:
+            raise RuntimeError("server did not start")
+        self.base = "http://127.0.0.1:%d" % self.port
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def get(self, path, token=True, headers=None):
+        """GET; returns (status, headers, body bytes). Never raises on HTTP errors."""
+        h = dict(headers or {})
+        if token is True:
+            h["Authorization"] = "Bearer " + self.token
+        elif token:
+            h["Authorization"] = "Bearer " + token
+        req = urllib.request.Request(self.base + path, headers=h)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def json(self, path):
+        st, _, body = self.get(path)
+        assert st == 200, (path, st, body)
+        return json.loads(body)
+
+
+def jpeg_to_array(data):
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float64)
+
+
+def luma(a):
+    return 0.299 * a[..., 0] + 0.587 * a[..., 1] + 0.114 * a[..., 2]
+
+
+def psnr(a, b):
+    mse = float(np.mean((luma(a) - luma(b)) ** 2))
+    return 99.0 if mse < 1e-10 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def best_shift(a, b):
+    """PSNR of a vs b shifted by each of the 8 one-pixel moves; returns
+    (best shift, its psnr, unshifted psnr)."""
+    base = psnr(a, b)
+    best = ((0, 0), base)
+    h, w = a.shape[:2]
+    if h < 8 or w < 8:
+        return best[0], best[1], base
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dx == 0 and dy == 0:
+                continue
+            aa = a[1 + dy:h - 1 + dy, 1 + dx:w - 1 + dx]
+            bb = b[1:h - 1, 1:w - 1]
+            p = psnr(aa, bb)
+            if p > best[1]:
+                best = ((dx, dy), p)
+    return best[0], best[1], base
+
+
+def jpeg_roundtrip(arr, quality):
+    buf = io.BytesIO()
+    Image.fromarray(arr.astype(np.uint8)).save(buf, "JPEG", quality=quality)
+    return jpeg_to_array(buf.getvalue())
+
+
+class Checker:
+    """Counts checks; prints 'N passed, N failed' at the end like other runners."""
+
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, cond, what):
+        if cond:
+            self.passed += 1
+        else:
+            self.failed += 1
+            print("FAIL: " + what, flush=True)
+        return cond
+
+    def finish(self):
+        print("%d passed, %d failed" % (self.passed, self.failed))
+        sys.exit(1 if self.failed or not self.passed else 0)
