@@ -1,0 +1,353 @@
+/* viewer/app: consilium-view's entry point: options, opening the slide,
+ * the fetcher and cache, and the steps shared by every render loop.
+ *
+ * Threads: main = render (SDL, compositor, cache); "net" + "decode" (URL) or
+ * "tiles" (FILE) fetch and decode tiles and hand them over through the
+ * fetcher's bounded result queue. The render thread never waits on the
+ * network or the disk. */
+#include "app.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "cs/err.h"
+#include "cs/log.h"
+#include "cs/thread.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: consilium-view URL|FILE [options]\n"
+            "\n"
+            "Whole-slide viewer. URL is a Consilium server's slide,\n"
+            "  http(s)://HOST:PORT/slides/ID.dzi, http(s)://HOST:PORT/slides/ID, or the bare\n"
+            "  http(s)://HOST:PORT (first slide of GET /slides); FILE is a local slide\n"
+            "  (SVS, TIFF, NDPI, ... anything OpenSlide reads), tiled in-process.\n"
+            "\n"
+            "options:\n"
+            "  --token T          bearer token for the server (default: $CONSILIUM_TOKEN)\n"
+            "  --size WxH         window or image size (default 1280x800)\n"
+            "  --view X,Y,ZOOM    view: level-0 position of the top-left corner and zoom in\n"
+            "                     screen px per level-0 px (1 = full resolution); default: fit\n"
+            "  --screenshot OUT.png  headless: render the view once every visible tile of\n"
+            "                     its level is loaded, write OUT.png (WxH) and exit\n"
+            "  --overlays         with --screenshot: draw scale bar, name and status too\n"
+            "  --views FILE       headless timing run: FILE has one X,Y,ZOOM per line; prints\n"
+            "                     {\"startup_ms\",\"prefetch_bytes\"} then one JSON line per view\n"
+            "                     (first_paint_ms, sharp_ms, tiles, bytes, fetched)\n"
+            "  --timing           accepted with --views (its output is always printed)\n"
+            "  --parallel N       concurrent tile transfers (URL, default 6) or tile\n"
+            "                     threads (FILE, default 2)\n"
+            "  --ring N           tiles of margin fetched around the view (default 1)\n"
+            "  --prefetch-px N    prefetch every level up to N px (default 1024)\n"
+            "  --cache-mb N       decoded tile cache budget in MiB (default 256)\n"
+            "  --timeout S        headless: give up on a view after S seconds (default 120)\n"
+            "  --font PATH        TTF font for overlays (default DejaVu Sans)\n"
+            "  --cacert FILE      CA bundle for https; --insecure skips verification\n"
+            "  -h, --help         this text\n"
+            "\n"
+            "keys (window): drag to pan, wheel zooms about the cursor, arrows pan,\n"
+            "  +/- zoom, Home fits the slide, O toggles overlays, Q/Esc quits.\n"
+            "headless modes need no display (SDL software renderer on a surface).\n"
+            "exit status: 0 ok, 1 error (server, token, slide, file), 2 usage, 3 timeout.\n");
+}
+
+/* ---- option parsing (no atoi: strtol/strtod with full checks) ---- */
+
+static int parse_int(const char *s, int lo, int hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_double(const char *s, double *out, char **end)
+{
+    errno = 0;
+    *out = strtod(s, end);
+    return errno || *end == s || !isfinite(*out) ? -1 : 0;
+}
+
+int vw_parse_view(const char *s, double *x, double *y, double *zoom)
+{
+    char *end;
+    if (parse_double(s, x, &end) < 0)
+        return -1;
+    while (*end == ' ' || *end == '\t')
+        end++;
+    if (*end++ != ',')
+        return -1;
+    if (parse_double(end, y, &end) < 0)
+        return -1;
+    while (*end == ' ' || *end == '\t')
+        end++;
+    if (*end++ != ',')
+        return -1;
+    if (parse_double(end, zoom, &end) < 0)
+        return -1;
+    while (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')
+        end++;
+    return *end || !(*zoom > 0) ? -1 : 0;
+}
+
+static int parse_size(const char *s, int *w, int *h)
+{
+    const char *x = strchr(s, 'x');
+    if (!x || x == s)
+        return -1;
+    char wb[16];
+    size_t n = (size_t)(x - s);
+    if (n >= sizeof(wb))
+        return -1;
+    memcpy(wb, s, n);
+    wb[n] = '\0';
+    return parse_int(wb, 1, 16384, w) < 0 || parse_int(x + 1, 1, 16384, h) < 0 ? -1 : 0;
+}
+
+static int parse_args(vw_options *o, int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int takes = 1;
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            exit(0);
+        } else if (strcmp(a, "--overlays") == 0) {
+            o->overlays = 1, takes = 0;
+        } else if (strcmp(a, "--timing") == 0) {
+            o->timing = 1, takes = 0;
+        } else if (strcmp(a, "--insecure") == 0) {
+            o->insecure = 1, takes = 0;
+        } else if (a[0] == '-' && a[1] == '-') {
+            if (!v) {
+                fprintf(stderr, "consilium-view: %s needs a value (see --help)\n", a);
+                return -1;
+            }
+            int bad = 0;
+            if (strcmp(a, "--token") == 0)
+                o->token = v;
+            else if (strcmp(a, "--size") == 0)
+                bad = parse_size(v, &o->w, &o->h);
+            else if (strcmp(a, "--view") == 0)
+                bad = vw_parse_view(v, &o->vx, &o->vy, &o->vzoom), o->have_view = 1;
+            else if (strcmp(a, "--screenshot") == 0)
+                o->screenshot = v;
+            else if (strcmp(a, "--views") == 0)
+                o->views = v;
+            else if (strcmp(a, "--parallel") == 0)
+                bad = parse_int(v, 1, 32, &o->parallel);
+            else if (strcmp(a, "--ring") == 0)
+                bad = parse_int(v, 0, 8, &o->ring);
+            else if (strcmp(a, "--prefetch-px") == 0)
+                bad = parse_int(v, 1, 16384, &o->prefetch_px);
+            else if (strcmp(a, "--cache-mb") == 0)
+                bad = parse_int(v, 16, 1 << 20, &o->cache_mb);
+            else if (strcmp(a, "--timeout") == 0) {
+                char *end;
+                bad = parse_double(v, &o->timeout_s, &end) < 0 || *end || o->timeout_s <= 0;
+            } else if (strcmp(a, "--font") == 0)
+                o->font = v;
+            else if (strcmp(a, "--cacert") == 0)
+                o->cacert = v;
+            else {
+                fprintf(stderr, "consilium-view: unknown option %s (see --help)\n", a);
+                return -1;
+            }
+            if (bad) {
+                fprintf(stderr, "consilium-view: bad value '%s' for %s (see --help)\n", v, a);
+                return -1;
+            }
+        } else if (!o->target) {
+            o->target = a, takes = 0;
+        } else {
+            fprintf(stderr, "consilium-view: one URL or FILE only ('%s'?)\n", a);
+            return -1;
+        }
+        i += takes;
+    }
+    if (!o->target) {
+        fprintf(stderr, "consilium-view: no URL or FILE given\n\n");
+        usage(stderr);
+        return -1;
+    }
+    if (o->screenshot && o->views) {
+        fprintf(stderr, "consilium-view: --screenshot and --views do not go together\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- shared render-loop steps ---- */
+
+void vw_app_take(vw_app *a, vw_tile_result *r)
+{
+    const vw_geom *g = &a->src.geom;
+    int level = vw_key_level(r->key);
+    if (level >= g->nlevels) {
+        vw_tile_result_free(r);
+        return;
+    }
+    if (r->status == 0) {
+        vw_tile_rect tr;
+        vw_geom_tile_rect(g, level, vw_key_col(r->key), vw_key_row(r->key), &tr);
+        if (r->w != tr.zw || r->h != tr.zh) {
+            free(r->px);
+            r->px = NULL;
+            r->status = CS_EFORMAT;
+            snprintf(r->msg, sizeof(r->msg), "tile is %dx%d, expected %dx%d", r->w, r->h, tr.zw,
+                     tr.zh);
+        }
+    }
+    a->fetched++;
+    a->fetched_bytes += r->bytes;
+    if (r->status < 0) {
+        if (a->failed++ == 0)
+            cs_log(NULL, CS_LOG_WARN,
+                   "tile %d/%lld_%lld failed: %s (drawn from a coarser level; further failures "
+                   "are counted in the status line, not logged)",
+                   level, (long long)vw_key_col(r->key), (long long)vw_key_row(r->key), r->msg);
+    }
+    if (!vw_cache_put(&a->cache, r, level <= a->base))
+        cs_log(NULL, CS_LOG_WARN, "out of memory caching a tile");
+    vw_fetch_ack(a->fetch, r->key);
+    vw_tile_result_free(r);
+}
+
+int vw_app_consume(vw_app *a)
+{
+    int n = 0;
+    void *item;
+    while (cs_queue_pop(vw_fetch_results(a->fetch), &item, 0) == 0) {
+        vw_app_take(a, item);
+        n++;
+    }
+    return n;
+}
+
+void vw_app_publish(vw_app *a, const vw_view *v)
+{
+    const vw_key *keys;
+    size_t n = vw_render_wanted(a->render, &a->cache, v, a->o.ring, &keys);
+    if (n == a->last_n && (n == 0 || memcmp(keys, a->last_want, n * sizeof(*keys)) == 0))
+        return;
+    if (n > a->last_cap) {
+        vw_key *nw = realloc(a->last_want, n * sizeof(*nw));
+        if (!nw)
+            return;
+        a->last_want = nw;
+        a->last_cap = n;
+    }
+    if (n)
+        memcpy(a->last_want, keys, n * sizeof(*keys));
+    a->last_n = n;
+    vw_fetch_want(a->fetch, keys, n);
+}
+
+void vw_app_compose(vw_app *a, const vw_view *v, uint32_t *fb, int pitch, vw_frame_stats *st)
+{
+    a->cache.frame++;
+    vw_render_compose(a->render, &a->cache, v, fb, pitch, st);
+    vw_cache_trim(&a->cache);
+}
+
+int vw_app_prefetched(vw_app *a, size_t *bytes)
+{
+    const vw_geom *g = &a->src.geom;
+    int all = 1;
+    size_t b = 0;
+    for (int l = 0; l <= a->base; l++)
+        for (int64_t row = 0; row < g->rows[l]; row++)
+            for (int64_t col = 0; col < g->cols[l]; col++) {
+                vw_tile *t = vw_cache_get(&a->cache, vw_key_make(l, col, row));
+                if (!t)
+                    all = 0;
+                else
+                    b += t->bytes;
+            }
+    if (bytes)
+        *bytes = b;
+    return all;
+}
+
+int vw_app_start_fetch(vw_app *a, void (*wake)(void *userdata), void *userdata)
+{
+    vw_fetch_opts fo = VW_FETCH_OPTS_INIT;
+    fo.tile_url = a->src.tile_url;
+    fo.token = a->o.token;
+    fo.insecure = a->o.insecure;
+    fo.cacert = a->o.cacert;
+    fo.tiles = a->src.tiles;
+    fo.parallel = a->o.parallel;
+    fo.decoders = 2;
+    fo.wake = wake;
+    fo.userdata = userdata;
+    return vw_fetch_new(&a->fetch, &fo);
+}
+
+int main(int argc, char **argv)
+{
+    vw_app app;
+    memset(&app, 0, sizeof(app));
+    app.t_start = cs_clock_ns();
+    vw_options *o = &app.o;
+    o->w = 1280;
+    o->h = 800;
+    o->parallel = 0;
+    o->ring = 1;
+    o->prefetch_px = 1024;
+    o->cache_mb = 256;
+    o->timeout_s = 120;
+    o->font = VW_DEFAULT_FONT;
+    if (parse_args(o, argc, argv) < 0)
+        return 2;
+    if (!o->token)
+        o->token = getenv("CONSILIUM_TOKEN");
+    int is_url = vw_source_is_url(o->target);
+    if (!o->parallel)
+        o->parallel = is_url ? 6 : 2;
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "consilium-view: cannot initialise libcurl\n");
+        return 1;
+    }
+    int rc = 1;
+    if (vw_source_open(&app.src, o->target, o->token, o->insecure, o->cacert) < 0) {
+        fprintf(stderr, "consilium-view: %s\n", cs_error_last());
+        curl_global_cleanup();
+        return 1;
+    }
+    app.base = vw_geom_base_level(&app.src.geom, o->prefetch_px);
+    int r;
+    if ((r = vw_cache_init(&app.cache, (size_t)o->cache_mb << 20)) < 0 ||
+        (r = vw_render_new(&app.render, &app.src.geom, app.base)) < 0) {
+        fprintf(stderr, "consilium-view: %s\n", cs_error_last());
+        goto out;
+    }
+    if (!o->screenshot && !o->views) {
+        rc = vw_ui_run(&app); /* creates the fetcher itself, to wire the wake-up */
+        goto out;
+    }
+    if ((r = vw_app_start_fetch(&app, NULL, NULL)) < 0) {
+        fprintf(stderr, "consilium-view: %s\n", cs_error_last());
+        goto out;
+    }
+    rc = o->screenshot ? vw_headless_screenshot(&app) : vw_headless_views(&app);
+out:
+    vw_fetch_free(app.fetch);
+    vw_render_free(app.render);
+    vw_cache_free(&app.cache);
+    free(app.last_want);
+    vw_source_close(&app.src);
+    curl_global_cleanup();
+    return rc;
+}

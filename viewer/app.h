@@ -1,0 +1,72 @@
+/* viewer/app: options, the state shared by the window and headless modes,
+ * and the steps every render loop takes: take finished tiles into the cache
+ * (vw_app_consume), tell the fetcher what the view needs (vw_app_publish),
+ * compose a frame (vw_app_compose). All on the render (main) thread. */
+#ifndef VW_APP_H
+#define VW_APP_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache.h"
+#include "fetch.h"
+#include "render.h"
+#include "source.h"
+
+typedef struct {
+    const char *target;
+    const char *token;
+    const char *screenshot; /**< --screenshot OUT.png */
+    const char *views;      /**< --views FILE */
+    const char *font;
+    const char *cacert;
+    int w, h;
+    int have_view;
+    double vx, vy, vzoom;
+    int overlays, timing, insecure;
+    int parallel, cache_mb, prefetch_px, ring;
+    double timeout_s;
+} vw_options;
+
+typedef struct {
+    vw_options o;
+    int64_t t_start; /**< process start, ns */
+    vw_source src;
+    vw_fetch *fetch;
+    vw_cache cache;
+    vw_render *render;
+    int base; /**< prefetched level */
+    /* counters */
+    long fetched; /**< results taken since start */
+    size_t fetched_bytes;
+    int failed;
+    /* the want list last handed to the fetcher */
+    vw_key *last_want;
+    size_t last_n, last_cap;
+    /* window mode: wake the event loop when a tile is ready */
+    uint32_t wake_event;
+    atomic_int wake_pending;
+} vw_app;
+
+/** "X,Y,ZOOM" (spaces allowed, zoom > 0). @return 0 or -1. */
+int vw_parse_view(const char *s, double *x, double *y, double *zoom);
+/** Start the fetcher; @p wake (may be NULL) runs on a worker after each result. */
+int vw_app_start_fetch(vw_app *a, void (*wake)(void *userdata), void *userdata);
+/** Take one result (ownership passes to the app). */
+void vw_app_take(vw_app *a, vw_tile_result *r);
+/** Take every queued result without blocking. @return how many. */
+int vw_app_consume(vw_app *a);
+/** Hand the fetcher the tiles @p v needs (only when the list changed). */
+void vw_app_publish(vw_app *a, const vw_view *v);
+/** Compose @p v into @p fb and trim the cache. */
+void vw_app_compose(vw_app *a, const vw_view *v, uint32_t *fb, int pitch, vw_frame_stats *st);
+/** Whether every tile of the prefetched levels is in (loaded or failed). */
+int vw_app_prefetched(vw_app *a, size_t *bytes);
+
+/* modes; each returns the process exit code */
+int vw_headless_screenshot(vw_app *a);
+int vw_headless_views(vw_app *a);
+int vw_ui_run(vw_app *a);
+
+#endif

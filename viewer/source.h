@@ -1,0 +1,44 @@
+/* viewer/source: opens what the user named and learns its geometry.
+ *
+ *  - a server URL: http(s)://host:port/slides/{id}.dzi, .../slides/{id}, or
+ *    the bare http(s)://host:port (the first slide of GET /slides). The slide
+ *    JSON (GET /slides/{id}) gives the size, MPP and DeepZoom tile geometry;
+ *  - a local file, opened in-process with cs_slide_open() + cs_tiles_new(),
+ *    which makes the same DeepZoom tiles the server would.
+ *
+ * Errors (unreachable server, refused token, unknown slide, unreadable file)
+ * come back as CS_E* codes with a message for the user. Startup only: the
+ * HTTP requests here block, so they are never made from the render loop. */
+#ifndef VW_SOURCE_H
+#define VW_SOURCE_H
+
+#include "cs/slide.h"
+#include "cs/tiles.h"
+
+#include "geom.h"
+
+typedef struct {
+    vw_geom geom;
+    double mpp_x; /**< µm per level-0 pixel, 0 when unknown */
+    char name[256];
+    /* http */
+    char *base;     /**< "http://host:port" (with any path prefix) */
+    char *tile_url; /**< base + "/slides/{id}_files/" */
+    const char *token;
+    int insecure;
+    const char *cacert;
+    /* file */
+    cs_slide *slide;
+    cs_tiles *tiles;
+} vw_source;
+
+/** @param token bearer token or NULL; @param insecure, @p cacert TLS options.
+ *  The strings must outlive the source. @return 0 or a CS_E* code; the
+ *  message (cs_error_last()) is written for the user. */
+int vw_source_open(vw_source *s, const char *target, const char *token, int insecure,
+                   const char *cacert);
+void vw_source_close(vw_source *s);
+/** Whether @p target names a server rather than a file. */
+int vw_source_is_url(const char *target);
+
+#endif
