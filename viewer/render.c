@@ -430,10 +430,9 @@ static int push_rank(vw_render *r, size_t *n, vw_key k, double d)
     return 0;
 }
 
-size_t vw_render_wanted(vw_render *r, vw_cache *c, const vw_view *v, int ring, const vw_key **out)
+static size_t wanted(vw_render *r, vw_cache *c, const vw_view *v, int ring)
 {
     size_t n = 0;
-    *out = r->want;
     for (int l = 0; l <= r->base; l++)
         for (int64_t row = 0; row < r->g.rows[l]; row++)
             for (int64_t col = 0; col < r->g.cols[l]; col++) {
@@ -480,7 +479,13 @@ size_t vw_render_wanted(vw_render *r, vw_cache *c, const vw_view *v, int ring, c
         if (!ring)
             break;
     }
-    *out = r->want;
+    return n;
+}
+
+size_t vw_render_wanted(vw_render *r, vw_cache *c, const vw_view *v, int ring, const vw_key **out)
+{
+    size_t n = wanted(r, c, v, ring);
+    *out = r->want; /* after the pushes: they may have moved the array */
     return n;
 }
 
