@@ -17,6 +17,7 @@ if [ -s "$out" ] && [ "$out" -nt "$0" ]; then
     exit 0
 fi
 command -v vips >/dev/null || { echo "make-big-slide: needs vips (apt-get install libvips-tools)" >&2; exit 1; }
+mkdir -p "$(dirname "$out")"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 # Source: the CMU crop; fall back to a generated pattern when it is absent.

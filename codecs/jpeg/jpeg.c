@@ -1,12 +1,13 @@
 /* codecs/jpeg: TurboJPEG encode, scaled decode and lossless crop.
  * One cs_jpeg per thread: TurboJPEG handles are not thread-safe. */
+#include "cs/jpeg.h"
+
 #include <stdlib.h>
 #include <string.h>
 
 #include <turbojpeg.h>
 
 #include "cs/err.h"
-#include "cs/jpeg.h"
 
 struct cs_jpeg {
     tjhandle enc, dec, xform;
@@ -56,8 +57,12 @@ int cs_jpeg_encode_rgb(cs_jpeg *j, cs_buf **out, const uint8_t *rgb, int w, int 
         return cs_error_set(CS_EINVAL, "bad JPEG encode request %dx%d q%d", w, h, quality);
     unsigned char *data = NULL;
     unsigned long size = 0;
-    if (tjCompress2(j->enc, rgb, w, (int)stride, h, TJPF_RGB, &data, &size, TJSAMP_420, quality,
-                    0) != 0) {
+    int sub = TJSAMP_420;
+    if (w * h < 64 * 64) { /* a thumbnail's few pixels: no chroma smearing */
+        sub = TJSAMP_444;
+        quality = quality < 90 ? 90 : quality;
+    }
+    if (tjCompress2(j->enc, rgb, w, (int)stride, h, TJPF_RGB, &data, &size, sub, quality, 0) != 0) {
         tjFree(data);
         return cs_error_set(CS_EFORMAT, "JPEG encode failed: %s", tjGetErrorStr2(j->enc));
     }
@@ -72,8 +77,8 @@ int cs_jpeg_size(cs_jpeg *j, const uint8_t *data, size_t len, int *w, int *h)
     return 0;
 }
 
-int cs_jpeg_decode_rgb(cs_jpeg *j, uint8_t *dst, size_t dst_stride, const uint8_t *data,
-                       size_t len, int denom)
+int cs_jpeg_decode_rgb(cs_jpeg *j, uint8_t *dst, size_t dst_stride, const uint8_t *data, size_t len,
+                       int denom)
 {
     int w, h;
     if (denom != 1 && denom != 2 && denom != 4 && denom != 8)

@@ -15,6 +15,7 @@
 #include <openslide.h>
 
 #include "cs/err.h"
+
 #include "slide_internal.h"
 
 int cs_slide_fail(cs_slide *s, int code, const char *fmt, ...)
@@ -58,8 +59,8 @@ static void argb_to_rgb(uint8_t *dst, const uint32_t *src, int n)
     }
 }
 
-static int os_read_region(cs_slide *s, uint8_t *rgb, size_t stride, int64_t x, int64_t y,
-                          int level, int w, int h)
+static int os_read_region(cs_slide *s, uint8_t *rgb, size_t stride, int64_t x, int64_t y, int level,
+                          int w, int h)
 {
     openslide_t *osr = s->priv;
     uint32_t *argb = malloc((size_t)w * (size_t)h * 4);
@@ -169,6 +170,7 @@ int cs_slide_open(cs_slide **out, const char *path)
         l->downsample = openslide_get_level_downsample(osr, i);
         l->tile_width = (int)prop_int(osr, i, "tile-width");
         l->tile_height = (int)prop_int(osr, i, "tile-height");
+        l->renderable = 1;
         if (l->width <= 0 || l->height <= 0 || !(l->downsample > 0)) {
             cs_slide_close(s);
             return cs_error_set(CS_EFORMAT, "%s: level %d has no size", path, i);
@@ -180,6 +182,11 @@ int cs_slide_open(cs_slide **out, const char *path)
     s->prop_names = openslide_get_property_names(osr);
     s->assoc_names = openslide_get_associated_image_names(osr);
     cs_slide_tiff_index(s);
+    for (int i = 1; i < n; i++) {
+        cs_slide_level *l = &s->levels[i];
+        if (l->raw != CS_SLIDE_RAW_JPEG && (l->tile_width > l->width || l->tile_height > l->height))
+            l->renderable = 0;
+    }
     *out = s;
     return 0;
 }
@@ -255,6 +262,7 @@ int cs_slide_open_synthetic(cs_slide **out, int64_t width, int64_t height)
         l->height = (height + ds - 1) / ds;
         l->downsample = (double)ds;
         l->tile_width = l->tile_height = 256;
+        l->renderable = 1;
         if (l->width <= 512 && l->height <= 512)
             break;
     }
@@ -309,13 +317,14 @@ int cs_slide_get_level(const cs_slide *s, int level, cs_slide_level *out)
 
 int cs_slide_best_level(const cs_slide *s, double downsample)
 {
-    if (downsample < s->levels[0].downsample)
-        return 0;
+    int best = 0;
     for (int i = 1; i < s->nlevels; i++) {
         if (downsample < s->levels[i].downsample)
-            return i - 1;
+            break;
+        if (s->levels[i].renderable)
+            best = i;
     }
-    return s->nlevels - 1;
+    return best;
 }
 
 double cs_slide_mpp_x(const cs_slide *s)
@@ -366,8 +375,8 @@ int cs_slide_read_associated(cs_slide *s, const char *name, uint8_t *rgb)
     return r ? r : s->backend->read_associated(s, name, rgb);
 }
 
-int cs_slide_read_region(cs_slide *s, uint8_t *rgb, size_t stride, int64_t x, int64_t y,
-                         int level, int w, int h)
+int cs_slide_read_region(cs_slide *s, uint8_t *rgb, size_t stride, int64_t x, int64_t y, int level,
+                         int w, int h)
 {
     if (level < 0 || level >= s->nlevels)
         return cs_error_set(CS_ERANGE, "level %d out of range (slide has %d)", level, s->nlevels);

@@ -1,77 +1,114 @@
-/* Area resampling of packed RGB, separable, 16.16 fixed-point weights. */
+/* Pillow-compatible resampling (Lanczos-3 and box reduce) of packed RGB.
+ *
+ * Mirrors Pillow's libImaging/Resample.c precompute_coeffs() and its 8-bit
+ * passes, and Reduce.c's partial-block averaging, because the oracle for
+ * made tiles is openslide-python's DeepZoomGenerator, which uses them. */
+#include "resample.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cs/err.h"
-#include "resample.h"
 
-typedef struct {
-    int start, count; /* source taps */
-    int woff;         /* offset in the weight array */
-} taps;
+#define PRECISION_BITS (32 - 8 - 2)
 
-/* Weights of each output index over source indexes [0, n). */
-static int make_taps(taps *t, int **weights, int dn, int n, double s0, double sl)
+static double sinc(double x)
 {
-    double scale = sl / dn;
-    int maxtaps = (int)ceil(scale) + 3;
-    int *w = malloc(sizeof(int) * (size_t)dn * (size_t)maxtaps);
-    double *acc = malloc(sizeof(double) * (size_t)maxtaps * 2);
-    if (!w || !acc) {
-        free(w);
-        free(acc);
+    if (x == 0.0)
+        return 1.0;
+    x *= M_PI;
+    return sin(x) / x;
+}
+
+static double lanczos3(double x)
+{
+    if (-3.0 <= x && x < 3.0)
+        return sinc(x) * sinc(x / 3.0);
+    return 0.0;
+}
+
+/* Fixed-point coefficients for one axis: bounds[2*i] = first source index,
+ * bounds[2*i+1] = count, kk[i*ksize + j] the weights. */
+static int precompute(int **bounds_out, int32_t **kk_out, int *ksize_out, int in_size, double in0,
+                      double in1, int out_size)
+{
+    double scale = (in1 - in0) / out_size;
+    double filterscale = scale < 1.0 ? 1.0 : scale;
+    double support = 3.0 * filterscale;
+    int ksize = (int)ceil(support) * 2 + 1;
+    int *bounds = malloc(sizeof(int) * 2 * (size_t)out_size);
+    int32_t *kk = malloc(sizeof(int32_t) * (size_t)ksize * (size_t)out_size);
+    double *k = malloc(sizeof(double) * (size_t)ksize);
+    if (!bounds || !kk || !k) {
+        free(bounds);
+        free(kk);
+        free(k);
         return cs_error_set(CS_ENOMEM, "out of memory resampling");
     }
-    double *folded = acc + maxtaps;
-    for (int i = 0; i < dn; i++) {
-        int start, count = 0;
-        if (scale >= 1.0) {
-            double a = s0 + i * scale, b = a + scale;
-            start = (int)floor(a);
-            for (int j = start; j < b && count < maxtaps; j++) {
-                double lo = a > j ? a : j, hi = b < j + 1 ? b : j + 1;
-                acc[count++] = hi > lo ? hi - lo : 0;
-            }
-        } else {
-            double c = s0 + (i + 0.5) * scale - 0.5;
-            start = (int)floor(c);
-            double f = c - start;
-            acc[0] = 1 - f;
-            acc[1] = f;
-            count = 2;
+    double ss = 1.0 / filterscale;
+    for (int xx = 0; xx < out_size; xx++) {
+        double center = in0 + (xx + 0.5) * scale;
+        double ww = 0.0;
+        int xmin = (int)(center - support + 0.5);
+        if (xmin < 0)
+            xmin = 0;
+        int xmax = (int)(center + support + 0.5);
+        if (xmax > in_size)
+            xmax = in_size;
+        xmax -= xmin;
+        if (xmax > ksize)
+            xmax = ksize;
+        for (int x = 0; x < xmax; x++) {
+            double w = lanczos3((x + xmin - center + 0.5) * ss);
+            k[x] = w;
+            ww += w;
         }
-        /* clamp taps to [0, n), folding weight onto the edge pixel */
-        double sum = 0;
-        int cs = start < 0 ? 0 : start;
-        int ce = start + count > n ? n : start + count;
-        if (ce <= cs) {
-            cs = start < 0 ? 0 : n - 1;
-            ce = cs + 1;
+        int32_t *ki = kk + (size_t)xx * ksize;
+        for (int x = 0; x < ksize; x++) {
+            double w = x < xmax ? (ww != 0.0 ? k[x] / ww : 0.0) : 0.0;
+            ki[x] = (int32_t)(w < 0 ? (w * (1 << PRECISION_BITS) - 0.5)
+                                    : (w * (1 << PRECISION_BITS) + 0.5));
         }
-        memset(folded, 0, sizeof(double) * (size_t)maxtaps);
-        for (int k = 0; k < count; k++) {
-            int j = start + k;
-            int jj = j < cs ? cs : (j >= ce ? ce - 1 : j);
-            folded[jj - cs] += acc[k];
-        }
-        int nt = ce - cs;
-        for (int k = 0; k < nt; k++)
-            sum += folded[k];
-        t[i].start = cs;
-        t[i].count = nt;
-        t[i].woff = i * maxtaps;
-        int isum = 0;
-        for (int k = 0; k < nt; k++) {
-            int v = (int)lround(folded[k] / (sum > 0 ? sum : 1) * 65536.0);
-            w[i * maxtaps + k] = v;
-            isum += v;
-        }
-        w[i * maxtaps] += 65536 - isum; /* exact unit gain */
+        bounds[2 * xx] = xmin;
+        bounds[2 * xx + 1] = xmax > 0 ? xmax : 0;
     }
-    free(acc);
-    *weights = w;
+    free(k);
+    *bounds_out = bounds;
+    *kk_out = kk;
+    *ksize_out = ksize;
     return 0;
+}
+
+static uint8_t clip8(int32_t v)
+{
+    v >>= PRECISION_BITS;
+    return (uint8_t)(v < 0 ? 0 : (v > 255 ? 255 : v));
+}
+
+void cs_reduce_rgb(uint8_t *dst, size_t dst_stride, const uint8_t *src, size_t src_stride, int w,
+                   int h, int k)
+{
+    int ow = (w + k - 1) / k, oh = (h + k - 1) / k;
+    for (int y = 0; y < oh; y++) {
+        int y0 = y * k, ny = h - y0 < k ? h - y0 : k;
+        uint8_t *o = dst + (size_t)y * dst_stride;
+        for (int x = 0; x < ow; x++) {
+            int x0 = x * k, nx = w - x0 < k ? w - x0 : k;
+            uint32_t r = 0, g = 0, b = 0, n = (uint32_t)(nx * ny);
+            for (int j = 0; j < ny; j++) {
+                const uint8_t *p = src + (size_t)(y0 + j) * src_stride + (size_t)x0 * 3;
+                for (int i = 0; i < nx; i++, p += 3) {
+                    r += p[0];
+                    g += p[1];
+                    b += p[2];
+                }
+            }
+            o[3 * x] = (uint8_t)((r + n / 2) / n);
+            o[3 * x + 1] = (uint8_t)((g + n / 2) / n);
+            o[3 * x + 2] = (uint8_t)((b + n / 2) / n);
+        }
+    }
 }
 
 static int is_int(double v)
@@ -83,80 +120,66 @@ int cs_resample_rgb(uint8_t *dst, size_t dst_stride, int dw, int dh, const uint8
                     size_t src_stride, int src_w, int src_h, double sx, double sy, double sw,
                     double sh)
 {
-    double kx = sw / dw, ky = sh / dh;
-    if (is_int(sx) && is_int(sy) && is_int(kx) && is_int(ky) && kx == ky && kx >= 1 &&
-        (int)nearbyint(sx + sw) <= src_w && (int)nearbyint(sy + sh) <= src_h) {
-        int k = (int)nearbyint(kx), x0 = (int)nearbyint(sx), y0 = (int)nearbyint(sy);
-        if (k == 1) {
-            for (int y = 0; y < dh; y++)
-                memcpy(dst + (size_t)y * dst_stride, src + (size_t)(y0 + y) * src_stride + x0 * 3,
-                       (size_t)dw * 3);
-            return 0;
-        }
-        int area = k * k, half = area / 2;
-        for (int y = 0; y < dh; y++) {
-            uint8_t *o = dst + (size_t)y * dst_stride;
-            const uint8_t *rows = src + (size_t)(y0 + y * k) * src_stride + (size_t)x0 * 3;
-            for (int x = 0; x < dw; x++) {
-                unsigned r = 0, g = 0, b = 0;
-                for (int j = 0; j < k; j++) {
-                    const uint8_t *p = rows + (size_t)j * src_stride + (size_t)x * k * 3;
-                    for (int i = 0; i < k; i++, p += 3) {
-                        r += p[0];
-                        g += p[1];
-                        b += p[2];
-                    }
-                }
-                o[3 * x] = (uint8_t)((r + half) / area);
-                o[3 * x + 1] = (uint8_t)((g + half) / area);
-                o[3 * x + 2] = (uint8_t)((b + half) / area);
-            }
-        }
+    if (is_int(sx) && is_int(sy) && fabs(sw - dw) < 1e-9 && fabs(sh - dh) < 1e-9 &&
+        (int)nearbyint(sx) + dw <= src_w && (int)nearbyint(sy) + dh <= src_h) {
+        int x0 = (int)nearbyint(sx), y0 = (int)nearbyint(sy);
+        for (int y = 0; y < dh; y++)
+            memcpy(dst + (size_t)y * dst_stride, src + (size_t)(y0 + y) * src_stride + x0 * 3,
+                   (size_t)dw * 3);
         return 0;
     }
-    taps *tx = malloc(sizeof(taps) * (size_t)dw), *ty = malloc(sizeof(taps) * (size_t)dh);
-    int *wx = NULL, *wy = NULL;
-    int r = CS_ENOMEM;
-    if (!tx || !ty || make_taps(tx, &wx, dw, src_w, sx, sw) < 0 ||
-        make_taps(ty, &wy, dh, src_h, sy, sh) < 0)
+    int *bx = NULL, *by = NULL, kx, ky;
+    int32_t *wx = NULL, *wy = NULL;
+    uint8_t *tmp = NULL;
+    int r = precompute(&bx, &wx, &kx, src_w, sx, sx + sw, dw);
+    if (r == 0)
+        r = precompute(&by, &wy, &ky, src_h, sy, sy + sh, dh);
+    if (r < 0)
         goto done;
-    /* horizontal pass over the rows the vertical pass needs */
-    int ry0 = ty[0].start, ry1 = ty[dh - 1].start + ty[dh - 1].count;
-    uint32_t *tmp = malloc(sizeof(uint32_t) * 3 * (size_t)dw * (size_t)(ry1 - ry0));
-    if (!tmp)
+    /* horizontal pass over the rows the vertical pass reads */
+    int ry0 = by[0], ry1 = by[2 * (dh - 1)] + by[2 * (dh - 1) + 1];
+    if (ry1 <= ry0)
+        ry1 = ry0 + 1;
+    tmp = malloc((size_t)dw * 3 * (size_t)(ry1 - ry0));
+    if (!tmp) {
+        r = cs_error_set(CS_ENOMEM, "out of memory resampling");
         goto done;
+    }
     for (int y = ry0; y < ry1; y++) {
         const uint8_t *row = src + (size_t)y * src_stride;
-        uint32_t *o = tmp + (size_t)(y - ry0) * dw * 3;
+        uint8_t *o = tmp + (size_t)(y - ry0) * dw * 3;
         for (int x = 0; x < dw; x++) {
-            const int *w = wx + tx[x].woff;
-            const uint8_t *p = row + (size_t)tx[x].start * 3;
-            uint32_t a = 0, b = 0, c = 0;
-            for (int k = 0; k < tx[x].count; k++, p += 3) {
-                a += (uint32_t)w[k] * p[0];
-                b += (uint32_t)w[k] * p[1];
-                c += (uint32_t)w[k] * p[2];
+            const int32_t *k = wx + (size_t)x * kx;
+            const uint8_t *p = row + (size_t)bx[2 * x] * 3;
+            int32_t a = 1 << (PRECISION_BITS - 1), b = a, c = a;
+            for (int i = 0; i < bx[2 * x + 1]; i++, p += 3) {
+                a += k[i] * p[0];
+                b += k[i] * p[1];
+                c += k[i] * p[2];
             }
-            o[3 * x] = a >> 8, o[3 * x + 1] = b >> 8, o[3 * x + 2] = c >> 8; /* 8.8 */
+            o[3 * x] = clip8(a);
+            o[3 * x + 1] = clip8(b);
+            o[3 * x + 2] = clip8(c);
         }
     }
+    size_t ts = (size_t)dw * 3;
     for (int y = 0; y < dh; y++) {
-        const int *w = wy + ty[y].woff;
+        const int32_t *k = wy + (size_t)y * ky;
         uint8_t *o = dst + (size_t)y * dst_stride;
-        for (int x = 0; x < dw * 3; x++) {
-            uint64_t acc = 0;
-            const uint32_t *p = tmp + (size_t)(ty[y].start - ry0) * dw * 3 + x;
-            for (int k = 0; k < ty[y].count; k++, p += (size_t)dw * 3)
-                acc += (uint64_t)w[k] * *p;
-            uint64_t v = (acc + (1ull << 23)) >> 24;
-            o[x] = (uint8_t)(v > 255 ? 255 : v);
+        const uint8_t *base = tmp + (size_t)(by[2 * y] - ry0) * ts;
+        int n = by[2 * y + 1];
+        for (size_t x = 0; x < ts; x++) {
+            int32_t a = 1 << (PRECISION_BITS - 1);
+            const uint8_t *p = base + x;
+            for (int i = 0; i < n; i++, p += ts)
+                a += k[i] * *p;
+            o[x] = clip8(a);
         }
     }
-    free(tmp);
-    r = 0;
 done:
-    free(tx);
-    free(ty);
+    free(tmp);
+    free(bx);
+    free(by);
     free(wx);
     free(wy);
     return r;

@@ -5,6 +5,8 @@
  * openslide_get_best_level_for_downsample() picks, the level rectangle is
  * rounded the same way, and the whole rectangle is scaled to the tile.
  * Per-thread TurboJPEG state hangs off a pthread key owned by the cs_tiles. */
+#include "cs/tiles.h"
+
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -12,12 +14,10 @@
 
 #include "cs/err.h"
 #include "cs/jpeg.h"
-#include "cs/tiles.h"
+
 #include "resample.h"
 
 #define MAX_DZ_LEVELS 64
-/* Above this many canvas pixels a region is rendered in quadrants. */
-#define MAX_CANVAS_PIXELS (4096 * 4096)
 
 typedef struct codec_node {
     cs_jpeg *jpeg;
@@ -152,155 +152,234 @@ int cs_tiles_level_info(const cs_tiles *t, int level, int64_t *w, int64_t *h, in
     return 0;
 }
 
-/* ---- rendering ---- */
+/* ---- rendering ----
+ *
+ * A level rectangle (fractional) becomes an output image in two steps, as
+ * Pillow's Image.thumbnail does it inside DeepZoomGenerator: a box reduce by
+ * r = floor(scale / 2), then Lanczos-3 for the rest. The reduce is done
+ * where it is cheapest: by libjpeg-turbo's DCT scaling (1/2, 1/4, 1/8) while
+ * decoding stored tiles, and by summing pixels into a reduced canvas for any
+ * factor left over, one stored tile (or one OpenSlide chunk) at a time, so
+ * memory stays at about the output size however coarse the level. */
 
-/* Render level pixels (lx, ly, lw, lh; fractional) of @p level into dst. */
-static int render_level(cs_tiles *t, uint8_t *dst, size_t stride, int ow, int oh, int level,
-                        double lx, double ly, double lw, double lh, double f);
+#define CHUNK 2048 /* OpenSlide reads, in level pixels */
 
-/* Decode the stored tiles covering the level rectangle at 1/denom. */
-static int render_from_jpeg(cs_tiles *t, uint8_t *dst, size_t stride, int ow, int oh,
-                            const cs_slide_level *l, int level, double lx, double ly, double lw,
-                            double lh, int denom)
+typedef struct {
+    int d;            /* DCT scale denominator of the patches */
+    int kx, ky;       /* box reduce left after the DCT */
+    int64_t x0, y0;   /* region origin, in 1/d pixels */
+    int64_t x1, y1;   /* region end (exclusive), in 1/d pixels */
+    int rw, rh;       /* reduced canvas size */
+    int64_t l0x, l0y; /* OpenSlide path: level-0 point of the region origin */
+    uint8_t *canvas;
+    uint32_t *acc; /* r, g, b, count per reduced pixel when kx*ky > 1 */
+} region;
+
+/* Add a patch of 1/d pixels whose top-left is (px, py) in 1/d space. */
+static void put_patch(region *g, const uint8_t *buf, size_t stride, int64_t px, int64_t py, int pw,
+                      int ph)
+{
+    int64_t ax = px > g->x0 ? px : g->x0, ay = py > g->y0 ? py : g->y0;
+    int64_t bx = px + pw < g->x1 ? px + pw : g->x1, by = py + ph < g->y1 ? py + ph : g->y1;
+    for (int64_t y = ay; y < by; y++) {
+        const uint8_t *src = buf + (size_t)(y - py) * stride + (size_t)(ax - px) * 3;
+        if (!g->acc) {
+            memcpy(g->canvas + ((size_t)(y - g->y0) * g->rw + (size_t)(ax - g->x0)) * 3, src,
+                   (size_t)(bx - ax) * 3);
+            continue;
+        }
+        uint32_t *row = g->acc + (size_t)((y - g->y0) / g->ky) * g->rw * 4;
+        for (int64_t x = ax; x < bx; x++, src += 3) {
+            uint32_t *c = row + (size_t)((x - g->x0) / g->kx) * 4;
+            c[0] += src[0];
+            c[1] += src[1];
+            c[2] += src[2];
+            c[3]++;
+        }
+    }
+}
+
+static int patches_from_jpeg(cs_tiles *t, region *g, const cs_slide_level *l, int level)
 {
     cs_jpeg *j = thread_codec(t);
     if (!j)
         return cs_error_set(CS_ENOMEM, "cannot create JPEG codec");
-    int T = l->tile_width, TH = l->tile_height;
-    int64_t c0 = (int64_t)floor(lx) / T, r0 = (int64_t)floor(ly) / TH;
-    int64_t c1 = ((int64_t)ceil(lx + lw) - 1) / T, r1 = ((int64_t)ceil(ly + lh) - 1) / TH;
-    int64_t maxc = (l->width + T - 1) / T - 1, maxr = (l->height + TH - 1) / TH - 1;
-    if (c1 > maxc)
-        c1 = maxc;
-    if (r1 > maxr)
-        r1 = maxr;
-    int st = T / denom, sth = TH / denom;
-    int cw = (int)(c1 - c0 + 1) * st, ch = (int)(r1 - r0 + 1) * sth;
-    size_t cstride = (size_t)cw * 3;
-    uint8_t *canvas = malloc(cstride * (size_t)ch);
-    if (!canvas)
-        return cs_error_set(CS_ENOMEM, "out of memory for a %dx%d canvas", cw, ch);
+    int T = l->tile_width, TH = l->tile_height, d = g->d;
+    int st = T / d, sth = TH / d;
+    int64_t c0 = g->x0 * d / T, r0 = g->y0 * d / TH;
+    int64_t c1 = (g->x1 * d - 1) / T, r1 = (g->y1 * d - 1) / TH;
+    uint8_t *tile = malloc((size_t)st * sth * 3);
+    if (!tile)
+        return cs_error_set(CS_ENOMEM, "out of memory decoding tiles");
     int r = 0;
     for (int64_t row = r0; row <= r1 && r == 0; row++) {
         for (int64_t col = c0; col <= c1 && r == 0; col++) {
-            uint8_t *at = canvas + (size_t)(row - r0) * sth * cstride + (size_t)(col - c0) * st * 3;
             cs_buf *raw;
             r = cs_slide_read_raw_tile(t->slide, level, col, row, &raw);
             if (r == CS_ENOTFOUND) { /* empty tile in a sparse slide: white */
-                for (int y = 0; y < sth; y++)
-                    memset(at + (size_t)y * cstride, 255, (size_t)st * 3);
+                memset(tile, 255, (size_t)st * sth * 3);
                 r = 0;
-                continue;
-            }
-            if (r < 0)
-                break;
-            int jw, jh;
-            r = cs_jpeg_size(j, cs_buf_data(raw), cs_buf_size(raw), &jw, &jh);
-            if (r == 0 && (jw < T || jh < TH))
-                r = cs_error_set(CS_EFORMAT, "stored tile %lld,%lld is %dx%d, expected %dx%d",
-                                 (long long)col, (long long)row, jw, jh, T, TH);
-            if (r == 0 && (jw > T || jh > TH)) {
-                /* larger than the grid: decode aside and copy the grid part */
-                int sw = (jw + denom - 1) / denom, sh = (jh + denom - 1) / denom;
-                uint8_t *tmp = malloc((size_t)sw * sh * 3);
-                r = tmp ? cs_jpeg_decode_rgb(j, tmp, (size_t)sw * 3, cs_buf_data(raw),
-                                             cs_buf_size(raw), denom)
-                        : CS_ENOMEM;
-                for (int y = 0; r == 0 && y < sth; y++)
-                    memcpy(at + (size_t)y * cstride, tmp + (size_t)y * sw * 3, (size_t)st * 3);
-                free(tmp);
             } else if (r == 0) {
-                r = cs_jpeg_decode_rgb(j, at, cstride, cs_buf_data(raw), cs_buf_size(raw), denom);
+                int jw, jh;
+                r = cs_jpeg_size(j, cs_buf_data(raw), cs_buf_size(raw), &jw, &jh);
+                if (r == 0 && (jw != T || jh != TH))
+                    r = cs_error_set(CS_EFORMAT, "stored tile %lld,%lld is %dx%d, expected %dx%d",
+                                     (long long)col, (long long)row, jw, jh, T, TH);
+                if (r == 0)
+                    r = cs_jpeg_decode_rgb(j, tile, (size_t)st * 3, cs_buf_data(raw),
+                                           cs_buf_size(raw), d);
+                cs_buf_unref(raw);
             }
-            cs_buf_unref(raw);
+            if (r == 0)
+                put_patch(g, tile, (size_t)st * 3, col * st, row * sth, st, sth);
         }
     }
-    if (r == 0)
-        r = cs_resample_rgb(dst, stride, ow, oh, canvas, cstride, cw, ch, (lx - c0 * T) / denom,
-                            (ly - r0 * TH) / denom, lw / denom, lh / denom);
-    free(canvas);
+    free(tile);
     return r;
 }
 
-static int render_from_openslide(cs_tiles *t, uint8_t *dst, size_t stride, int ow, int oh,
-                                 const cs_slide_level *l, int level, double lx, double ly,
-                                 double lw, double lh)
+static int patches_from_openslide(cs_tiles *t, region *g, const cs_slide_level *l, int level)
 {
-    int64_t ix = (int64_t)floor(lx), iy = (int64_t)floor(ly);
-    int64_t iw = (int64_t)ceil(lx + lw) - ix, ih = (int64_t)ceil(ly + lh) - iy;
-    if (iw == ow && ih == oh && ix == lx && iy == ly) /* 1:1, straight into dst */
-        return cs_slide_read_region(t->slide, dst, stride, (int64_t)llround(ix * l->downsample),
-                                    (int64_t)llround(iy * l->downsample), level, ow, oh);
-    size_t cstride = (size_t)iw * 3;
-    uint8_t *canvas = malloc(cstride * (size_t)ih);
-    if (!canvas)
-        return cs_error_set(CS_ENOMEM, "out of memory for a region");
-    int r = cs_slide_read_region(t->slide, canvas, cstride, (int64_t)llround(ix * l->downsample),
-                                 (int64_t)llround(iy * l->downsample), level, (int)iw, (int)ih);
-    if (r == 0)
-        r = cs_resample_rgb(dst, stride, ow, oh, canvas, cstride, (int)iw, (int)ih, lx - ix,
-                            ly - iy, lw, lh);
-    free(canvas);
+    uint8_t *buf = malloc((size_t)CHUNK * CHUNK * 3);
+    if (!buf)
+        return cs_error_set(CS_ENOMEM, "out of memory reading a region");
+    int r = 0;
+    for (int64_t y = g->y0; y < g->y1 && r == 0; y += CHUNK) {
+        for (int64_t x = g->x0; x < g->x1 && r == 0; x += CHUNK) {
+            int w = (int)(g->x1 - x < CHUNK ? g->x1 - x : CHUNK);
+            int h = (int)(g->y1 - y < CHUNK ? g->y1 - y : CHUNK);
+            r = cs_slide_read_region(t->slide, buf, (size_t)w * 3,
+                                     g->l0x + (int64_t)llround((x - g->x0) * l->downsample),
+                                     g->l0y + (int64_t)llround((y - g->y0) * l->downsample), level,
+                                     w, h);
+            if (r == 0)
+                put_patch(g, buf, (size_t)w * 3, x, y, w, h);
+        }
+    }
+    free(buf);
     return r;
 }
 
+/* Render the level rectangle (lx, ly, lw, lh), fractional level pixels, of
+ * @p level into an ow x oh image. With @p l0_origin, OpenSlide reads start at
+ * the level-0 point of (lx, ly) itself, as DeepZoomGenerator's do (OpenSlide
+ * then shifts the fraction with cairo); else at whole level pixels, and the
+ * Lanczos pass takes the fraction. */
 static int render_level(cs_tiles *t, uint8_t *dst, size_t stride, int ow, int oh, int level,
-                        double lx, double ly, double lw, double lh, double f)
+                        double lx, double ly, double lw, double lh, int l0_origin)
 {
     cs_slide_level l;
     cs_slide_get_level(t->slide, level, &l);
-    int denom = 1;
-    if (l.raw == CS_SLIDE_RAW_JPEG) {
-        while (denom < 8 && denom * 2 <= f + 1e-9 && l.tile_width % (denom * 2) == 0 &&
-               l.tile_height % (denom * 2) == 0)
-            denom *= 2;
+    int jpeg = l.raw == CS_SLIDE_RAW_JPEG;
+    /* Stored tiles sit on integer level pixels. OpenSlide takes a level-0
+     * point and lands on its fractional level position l0 / downsample,
+     * like DeepZoomGenerator's reads: start there, just left of lx. */
+    double ox, oy;
+    int64_t l0x = 0, l0y = 0;
+    if (jpeg) {
+        ox = floor(lx + 1e-9), oy = floor(ly + 1e-9);
+    } else {
+        double fx0 = l0_origin ? lx : floor(lx + 1e-9), fy0 = l0_origin ? ly : floor(ly + 1e-9);
+        l0x = (int64_t)floor(fx0 * l.downsample + 1e-6);
+        l0y = (int64_t)floor(fy0 * l.downsample + 1e-6);
+        ox = l0x / l.downsample, oy = l0y / l.downsample;
+        if (ox > lx)
+            ox = lx;
+        if (oy > ly)
+            oy = ly;
     }
-    double canvas = (lw / denom + l.tile_width) * (lh / denom + l.tile_height);
-    if (canvas > MAX_CANVAS_PIXELS && ow > 1 && oh > 1) {
-        /* split the output in quadrants, each maps linearly to its part */
-        int aw = ow / 2, ah = oh / 2;
-        double sx = lw / ow, sy = lh / oh;
-        int r = 0;
-        for (int q = 0; q < 4 && r == 0; q++) {
-            int qx = q & 1, qy = q >> 1;
-            int qw = qx ? ow - aw : aw, qh = qy ? oh - ah : ah;
-            r = render_level(t, dst + (size_t)(qy ? ah : 0) * stride + (size_t)(qx ? aw : 0) * 3,
-                             stride, qw, qh, level, lx + (qx ? aw * sx : 0),
-                             ly + (qy ? ah * sy : 0), qw * sx, qh * sy, f);
+    int64_t ix0 = (int64_t)floor(ox), iy0 = (int64_t)floor(oy);
+    int64_t ix1 = ix0 + (int64_t)ceil(lx + lw - ox - 1e-9);
+    int64_t iy1 = iy0 + (int64_t)ceil(ly + lh - oy - 1e-9);
+    if (ix1 > l.width)
+        ix1 = l.width;
+    if (iy1 > l.height)
+        iy1 = l.height;
+    if (ix0 < 0 || iy0 < 0 || ix1 <= ix0 || iy1 <= iy0)
+        return cs_error_set(CS_ERANGE, "region outside the slide level");
+    /* Pillow: factor = int(size / out / reducing_gap) or 1, per axis */
+    int rx = (int)((ix1 - ix0) / (double)ow / 2.0), ry = (int)((iy1 - iy0) / (double)oh / 2.0);
+    if (rx < 1)
+        rx = 1;
+    if (ry < 1)
+        ry = 1;
+    region g = {.d = 1, .l0x = l0x, .l0y = l0y};
+    while (jpeg && g.d < 8 && rx % (g.d * 2) == 0 && ry % (g.d * 2) == 0 &&
+           l.tile_width % (g.d * 2) == 0 && l.tile_height % (g.d * 2) == 0 &&
+           ix0 % (g.d * 2) == 0 && iy0 % (g.d * 2) == 0)
+        g.d *= 2;
+    g.kx = rx / g.d;
+    g.ky = ry / g.d;
+    g.x0 = ix0 / g.d, g.y0 = iy0 / g.d;
+    g.x1 = (ix1 + g.d - 1) / g.d, g.y1 = (iy1 + g.d - 1) / g.d;
+    g.rw = (int)((g.x1 - g.x0 + g.kx - 1) / g.kx);
+    g.rh = (int)((g.y1 - g.y0 + g.ky - 1) / g.ky);
+    size_t n = (size_t)g.rw * g.rh;
+    if (n > (size_t)64 << 20)
+        return cs_error_set(CS_ETOOBIG, "region needs a %dx%d canvas", g.rw, g.rh);
+    g.canvas = malloc(n * 3);
+    if (g.kx * g.ky > 1)
+        g.acc = calloc(n * 4, sizeof(uint32_t));
+    int r = 0;
+    if (!g.canvas || (g.kx * g.ky > 1 && !g.acc))
+        r = cs_error_set(CS_ENOMEM, "out of memory for a %dx%d canvas", g.rw, g.rh);
+    if (r == 0)
+        r = jpeg ? patches_from_jpeg(t, &g, &l, level) : patches_from_openslide(t, &g, &l, level);
+    if (r == 0 && g.acc) {
+        for (size_t i = 0; i < n; i++) {
+            uint32_t c = g.acc[4 * i + 3] ? g.acc[4 * i + 3] : 1;
+            for (int k = 0; k < 3; k++)
+                g.canvas[3 * i + k] = (uint8_t)((g.acc[4 * i + k] + c / 2) / c);
         }
-        return r;
     }
-    if (l.raw == CS_SLIDE_RAW_JPEG)
-        return render_from_jpeg(t, dst, stride, ow, oh, &l, level, lx, ly, lw, lh, denom);
-    return render_from_openslide(t, dst, stride, ow, oh, &l, level, lx, ly, lw, lh);
+    if (r == 0) {
+        double fx = (double)g.d * g.kx, fy = (double)g.d * g.ky;
+        r = cs_resample_rgb(dst, stride, ow, oh, g.canvas, (size_t)g.rw * 3, g.rw, g.rh,
+                            (lx - ox) / fx, (ly - oy) / fy, lw / fx, lh / fy);
+    }
+    free(g.canvas);
+    free(g.acc);
+    return r;
 }
 
-/* Level-0 rectangle at nominal downsample @p ds: choose the level like
- * DeepZoomGenerator and round the level rectangle the same way. */
-static int render_ds(cs_tiles *t, uint8_t *rgb, size_t stride, int64_t x, int64_t y, int64_t w,
-                     int64_t h, int ow, int oh, double ds)
+/* The DeepZoom tile whose level-ds rectangle is (zx, zy, zw, zh), computed
+ * with DeepZoomGenerator's own double arithmetic (_get_tile_info): the level
+ * OpenSlide picks, l = ds/lds * z, l0 = (int)(lds * l), size =
+ * min(ceil(ds/lds * zsize), level size - ceil(l)), so that the read lands on
+ * the very same level-0 point even where float error makes it 1 px short. */
+static int render_dzg(cs_tiles *t, uint8_t *rgb, int64_t zx, int64_t zy, int zw, int zh, double ds)
 {
     int level = cs_slide_best_level(t->slide, ds);
     cs_slide_level l;
     cs_slide_get_level(t->slide, level, &l);
+    double lds = l.downsample, lz = ds / lds;
+    double lx = lz * (double)zx, ly = lz * (double)zy;
+    int64_t l0x = (int64_t)(lds * lx), l0y = (int64_t)(lds * ly);
+    double lw = fmin(ceil(lz * zw), (double)(l.width - (int64_t)ceil(lx)));
+    double lh = fmin(ceil(lz * zh), (double)(l.height - (int64_t)ceil(ly)));
+    if (lw <= 0 || lh <= 0)
+        return cs_error_set(CS_ERANGE, "tile outside the slide");
+    return render_level(t, rgb, (size_t)zw * 3, zw, zh, level, l0x / lds, l0y / lds, lw, lh, 1);
+}
+
+/* A level-0 rectangle scaled to ow x oh (IIIF): the level OpenSlide picks
+ * for the smaller of the two scales, the exact fractional rectangle. */
+static int render_region(cs_tiles *t, uint8_t *rgb, int64_t x, int64_t y, int64_t w, int64_t h,
+                         int ow, int oh)
+{
+    double ds = fmin((double)w / ow, (double)h / oh);
+    int level = cs_slide_best_level(t->slide, ds);
+    cs_slide_level l;
+    cs_slide_get_level(t->slide, level, &l);
     double lds = l.downsample;
-    double lx = x / lds, ly = y / lds;
-    /* DeepZoomGenerator: origin rounded down, size ceil(out * ds/lds), clipped */
-    int64_t ix = (int64_t)floor(lx + 1e-9), iy = (int64_t)floor(ly + 1e-9);
-    double lw = fmin(ceil(ow * ds / lds - 1e-9), (double)(l.width - (int64_t)ceil(lx - 1e-9)));
-    double lh = fmin(ceil(oh * ds / lds - 1e-9), (double)(l.height - (int64_t)ceil(ly - 1e-9)));
-    (void)w, (void)h;
-    if (lw < 1)
-        lw = 1;
-    if (lh < 1)
-        lh = 1;
-    if (ix + lw > l.width)
-        lw = (double)(l.width - ix);
-    if (iy + lh > l.height)
-        lh = (double)(l.height - iy);
+    double lx = x / lds, ly = y / lds, lw = w / lds, lh = h / lds;
+    if (lx + lw > l.width)
+        lw = l.width - lx;
+    if (ly + lh > l.height)
+        lh = l.height - ly;
     if (lw <= 0 || lh <= 0)
         return cs_error_set(CS_ERANGE, "region outside the slide");
-    return render_level(t, rgb, stride, ow, oh, level, (double)ix, (double)iy, lw, lh, ds / lds);
+    return render_level(t, rgb, (size_t)ow * 3, ow, oh, level, lx, ly, lw, lh, 0);
 }
 
 int cs_tiles_render_rgb(cs_tiles *t, uint8_t *rgb, int64_t x, int64_t y, int64_t w, int64_t h,
@@ -311,8 +390,7 @@ int cs_tiles_render_rgb(cs_tiles *t, uint8_t *rgb, int64_t x, int64_t y, int64_t
         return cs_error_set(CS_ERANGE, "region %lld,%lld,%lld,%lld outside the %lldx%lld slide",
                             (long long)x, (long long)y, (long long)w, (long long)h,
                             (long long)t->w0, (long long)t->h0);
-    double ds = fmin((double)w / out_w, (double)h / out_h);
-    return render_ds(t, rgb, (size_t)out_w * 3, x, y, w, h, out_w, out_h, ds);
+    return render_region(t, rgb, x, y, w, h, out_w, out_h);
 }
 
 static int encode(cs_tiles *t, cs_buf **out, const uint8_t *rgb, int w, int h)
@@ -323,13 +401,10 @@ static int encode(cs_tiles *t, cs_buf **out, const uint8_t *rgb, int w, int h)
     return cs_jpeg_encode_rgb(j, out, rgb, w, h, (size_t)w * 3, t->quality);
 }
 
-static int made_tile(cs_tiles *t, cs_buf **out, cs_tiles_how *how, int64_t x, int64_t y, int64_t w,
-                     int64_t h, int ow, int oh, double ds)
+/* Encode a rendered tile (freeing @p rgb) and say how it was made. */
+static int encode_made(cs_tiles *t, cs_buf **out, cs_tiles_how *how, uint8_t *rgb, int r, int ow,
+                       int oh, double ds)
 {
-    uint8_t *rgb = malloc((size_t)ow * (size_t)oh * 3);
-    if (!rgb)
-        return cs_error_set(CS_ENOMEM, "out of memory for a %dx%d tile", ow, oh);
-    int r = render_ds(t, rgb, (size_t)ow * 3, x, y, w, h, ow, oh, ds);
     if (r == 0)
         r = encode(t, out, rgb, ow, oh);
     free(rgb);
@@ -401,15 +476,14 @@ int cs_tiles_get_dzi(cs_tiles *t, cs_buf **out, cs_tiles_how *how, int level, in
                  (row < rows - 1 ? ov : 0);
     double ds = ldexp(1.0, t->nz - 1 - level);
     int64_t x0 = (int64_t)(zx * ds), y0 = (int64_t)(zy * ds);
-    int64_t w0 = (int64_t)ceil(zw * ds), h0 = (int64_t)ceil(zh * ds);
-    if (x0 + w0 > t->w0)
-        w0 = t->w0 - x0;
-    if (y0 + h0 > t->h0)
-        h0 = t->h0 - y0;
     r = try_passthrough(t, out, how, ds, x0, y0, (int)zw, (int)zh);
     if (r != CS_ENOTFOUND)
         return r;
-    return made_tile(t, out, how, x0, y0, w0, h0, (int)zw, (int)zh, ds);
+    uint8_t *rgb = malloc((size_t)zw * (size_t)zh * 3);
+    if (!rgb)
+        return cs_error_set(CS_ENOMEM, "out of memory for a tile");
+    r = render_dzg(t, rgb, zx, zy, (int)zw, (int)zh, ds);
+    return encode_made(t, out, how, rgb, r, (int)zw, (int)zh, ds);
 }
 
 int cs_tiles_get_region(cs_tiles *t, cs_buf **out, cs_tiles_how *how, int64_t x, int64_t y,
@@ -428,5 +502,9 @@ int cs_tiles_get_region(cs_tiles *t, cs_buf **out, cs_tiles_how *how, int64_t x,
         if (r != CS_ENOTFOUND)
             return r;
     }
-    return made_tile(t, out, how, x, y, w, h, out_w, out_h, ds);
+    uint8_t *rgb = malloc((size_t)out_w * (size_t)out_h * 3);
+    if (!rgb)
+        return cs_error_set(CS_ENOMEM, "out of memory for a %dx%d image", out_w, out_h);
+    int r = render_region(t, rgb, x, y, w, h, out_w, out_h);
+    return encode_made(t, out, how, rgb, r, out_w, out_h, ds);
 }

@@ -18,7 +18,9 @@ CS_API int cs_jpeg_new(cs_jpeg **out);
 CS_API void cs_jpeg_free(cs_jpeg *j);
 
 /** Encode packed RGB (@p stride bytes per row) at @p quality (1-100), 4:2:0.
- *  @param out receives a new buffer. */
+ *  Images under 64x64 pixels (whole-slide thumbnails at the top of a pyramid)
+ *  use 4:4:4 and at least quality 90: subsampling would smear their few
+ *  pixels' colours. @param out receives a new buffer. */
 CS_API int cs_jpeg_encode_rgb(cs_jpeg *j, cs_buf **out, const uint8_t *rgb, int w, int h,
                               size_t stride, int quality);
 

@@ -36,10 +36,15 @@ typedef enum {
 /** Geometry of one pyramid level. */
 typedef struct {
     int64_t width, height;
-    double downsample;      /**< level-0 pixels per level pixel */
-    int tile_width;         /**< stored tile size; 0 when not tiled or unknown */
+    double downsample; /**< level-0 pixels per level pixel */
+    int tile_width;    /**< stored tile size; 0 when not tiled or unknown */
     int tile_height;
-    cs_slide_raw raw;       /**< what cs_slide_read_raw_tile() gives at this level */
+    cs_slide_raw raw; /**< what cs_slide_read_raw_tile() gives at this level */
+    int renderable;   /**< 0 when OpenSlide 3.4.1 renders this level wrongly:
+                           non-JPEG tiles wider or taller than the level make
+                           Debian's libtiff 4.5 shrink the RGBA raster under
+                           OpenSlide's fixed stride. cs_slide_best_level()
+                           skips such levels. */
 } cs_slide_level;
 
 /** Open a slide file. @return 0, CS_ENOTFOUND (no such file), CS_EFORMAT (not
@@ -65,7 +70,8 @@ CS_API int cs_slide_level_count(const cs_slide *s);
 /** @return 0 or CS_ERANGE. */
 CS_API int cs_slide_get_level(const cs_slide *s, int level, cs_slide_level *out);
 /** Level OpenSlide picks for @p downsample (the finest whose downsample is not
- *  above it), the same rule as openslide_get_best_level_for_downsample(). */
+ *  above it), the same rule as openslide_get_best_level_for_downsample(),
+ *  except that levels that are not renderable are passed over. */
 CS_API int cs_slide_best_level(const cs_slide *s, double downsample);
 
 /** Microns per pixel at level 0; 0 when the slide does not say. */
