@@ -5,27 +5,28 @@
  * libmicrohttpd's pool threads: cache lookup, then (on a miss) tile
  * production through cs_tiles, then a zero-copy response that holds a
  * reference to the cached buffer until libmicrohttpd is done with it. */
-#include <dirent.h>
+#include "cs/server.h"
+
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <microhttpd.h>
+#include <netinet/in.h>
 
 #include "cs/buf.h"
 #include "cs/err.h"
 #include "cs/iiif.h"
 #include "cs/jpeg.h"
 #include "cs/log.h"
-#include "cs/server.h"
 #include "cs/slide.h"
 #include "cs/tilecache.h"
 #include "cs/tiles.h"
@@ -127,9 +128,9 @@ static int open_entry(cs_server *s, slide_entry *e)
     char fp[64];
     int n = snprintf(fp, sizeof(fp), "%d/%d/%d", cs_tiles_tile_size(e->tiles),
                      cs_tiles_overlap(e->tiles), cs_tiles_quality(e->tiles));
-    e->fingerprint = fnv(fnv(fnv(1469598103934665603ull, &e->ino, sizeof(e->ino)), &e->mtime,
-                             sizeof(e->mtime)),
-                         fp, (size_t)n);
+    e->fingerprint =
+        fnv(fnv(fnv(1469598103934665603ull, &e->ino, sizeof(e->ino)), &e->mtime, sizeof(e->mtime)),
+            fp, (size_t)n);
     e->fingerprint = fnv(e->fingerprint, e->path, strlen(e->path));
     return 0;
 }
@@ -160,8 +161,8 @@ static int add_file(cs_server *s, const char *path)
 
 static int is_slide_name(const char *name)
 {
-    static const char *const exts[] = {".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn",
-                                       ".mrxs", ".bif", ".svslide", NULL};
+    static const char *const exts[] = {".svs", ".tif",  ".tiff", ".ndpi",    ".vms", ".vmu",
+                                       ".scn", ".mrxs", ".bif",  ".svslide", NULL};
     const char *dot = strrchr(name, '.');
     if (!dot)
         return 0;
@@ -397,12 +398,34 @@ static int token_ok(request *rq)
     return diff == 0;
 }
 
+/* Copy @p msg to @p out with the server's file path replaced by the slide
+ * id: clients learn what is wrong, not where the server keeps its files. */
+static const char *scrub(char *out, size_t n, const char *msg, const slide_entry *e)
+{
+    size_t plen = strlen(e->path), k = 0;
+    char quoted[160];
+    snprintf(quoted, sizeof(quoted), "slide '%s'", e->id);
+    for (const char *p = msg; *p && k + 1 < n;) {
+        if (plen && strncmp(p, e->path, plen) == 0) {
+            for (const char *q = quoted; *q && k + 1 < n; q++)
+                out[k++] = *q;
+            p += plen;
+        } else {
+            out[k++] = *p++;
+        }
+    }
+    out[k] = '\0';
+    return out;
+}
+
 /* 0 when the slide is usable; else a response has been queued. */
 static int check_slide(request *rq, slide_entry *e, enum MHD_Result *ret)
 {
+    char clean[400];
     if (!e->slide) {
         *ret = send_error(rq, MHD_HTTP_UNPROCESSABLE_CONTENT, "slide_unreadable",
-                          "slide '%s' cannot be read: %s", e->id, e->error);
+                          "slide '%s' cannot be read: %s", e->id,
+                          scrub(clean, sizeof(clean), e->error, e));
         return -1;
     }
     if (!e->synthetic) {
@@ -416,11 +439,13 @@ static int check_slide(request *rq, slide_entry *e, enum MHD_Result *ret)
     }
     const char *msg;
     if (cs_slide_get_error(e->slide, &msg)) {
-        *ret = send_error(rq, MHD_HTTP_UNPROCESSABLE_CONTENT, "slide_unreadable", "%s", msg);
+        *ret = send_error(rq, MHD_HTTP_UNPROCESSABLE_CONTENT, "slide_unreadable", "%s",
+                          scrub(clean, sizeof(clean), msg, e));
         return -1;
     }
     if (!e->tiles) {
-        *ret = send_error(rq, MHD_HTTP_UNPROCESSABLE_CONTENT, "slide_unreadable", "%s", e->error);
+        *ret = send_error(rq, MHD_HTTP_UNPROCESSABLE_CONTENT, "slide_unreadable", "%s",
+                          scrub(clean, sizeof(clean), e->error, e));
         return -1;
     }
     return 0;
@@ -479,8 +504,11 @@ static enum MHD_Result serve_tile(request *rq, slide_entry *e, const char *key, 
     int r = tr->dzi ? cs_tiles_get_dzi(e->tiles, &b, &how, tr->level, tr->col, tr->row)
                     : cs_tiles_get_region(e->tiles, &b, &how, tr->iiif.x, tr->iiif.y, tr->iiif.w,
                                           tr->iiif.h, tr->iiif.out_w, tr->iiif.out_h);
-    if (r < 0)
+    if (r < 0) {
+        char clean[400];
+        cs_error_set(r, "%s", scrub(clean, sizeof(clean), cs_error_last(), e));
         return send_code(rq, r);
+    }
     cs_tilecache_put(rq->srv->cache, key, b);
     return send_tile(rq, b, etag, how_name(how));
 }
@@ -491,8 +519,9 @@ static json_t *slide_json(cs_server *s, slide_entry *e, int full)
 {
     json_t *j = json_pack("{s:s}", "id", e->id);
     if (!e->slide) {
+        char clean[400];
         json_object_set_new(j, "status", json_string("unreadable"));
-        json_object_set_new(j, "error", json_string(e->error));
+        json_object_set_new(j, "message", json_string(scrub(clean, sizeof(clean), e->error, e)));
         return j;
     }
     cs_slide_level l0;
@@ -524,12 +553,12 @@ static json_t *slide_json(cs_server *s, slide_entry *e, int full)
         char dzi[200], iiif[200];
         snprintf(dzi, sizeof(dzi), "/slides/%s.dzi", e->id);
         snprintf(iiif, sizeof(iiif), "/iiif/3/%s/info.json", e->id);
-        json_object_set_new(
-            j, "tile_formats",
-            json_pack("{s:{s:s, s:i, s:i, s:s, s:i}, s:{s:s, s:s}}", "dzi", "url", dzi,
-                      "tile_size", cs_tiles_tile_size(e->tiles), "overlap",
-                      cs_tiles_overlap(e->tiles), "format", "jpeg", "levels",
-                      cs_tiles_level_count(e->tiles), "iiif", "url", iiif, "profile", "level1"));
+        json_object_set_new(j, "tile_formats",
+                            json_pack("{s:{s:s, s:i, s:i, s:s, s:i}, s:{s:s, s:s}}", "dzi", "url",
+                                      dzi, "tile_size", cs_tiles_tile_size(e->tiles), "overlap",
+                                      cs_tiles_overlap(e->tiles), "format", "jpeg", "levels",
+                                      cs_tiles_level_count(e->tiles), "iiif", "url", iiif,
+                                      "profile", "level1"));
     }
     json_t *assoc = json_array();
     for (const char *const *n = cs_slide_associated_names(e->slide); *n; n++)
@@ -656,13 +685,10 @@ static enum MHD_Result route_slides(request *rq, const char *rest)
     if (!sub) {
         if (!(e = find_slide(s, rest, len)))
             goto unknown;
-        if (e->slide && e->tiles) {
-            enum MHD_Result ret;
-            if (check_slide(rq, e, &ret) < 0)
-                return ret;
-        }
-        return send_json(rq, e->slide ? MHD_HTTP_OK : MHD_HTTP_UNPROCESSABLE_CONTENT,
-                         slide_json(s, e, 1));
+        enum MHD_Result ret;
+        if (check_slide(rq, e, &ret) < 0)
+            return ret;
+        return send_json(rq, MHD_HTTP_OK, slide_json(s, e, 1));
     }
     return send_error(rq, MHD_HTTP_NOT_FOUND, "not_found", "no such route under /slides");
 unknown:
@@ -730,7 +756,7 @@ static enum MHD_Result route_iiif(request *rq, const char *rest)
 
 static int path_is_safe(const char *url)
 {
-    if (url[0] != '/' || strchr(url, '\\'))
+    if (url[0] != '/' || strchr(url, '\\') || strstr(url, "%00"))
         return 0;
     for (const char *p = url; (p = strstr(p, "..")); p += 2) {
         int starts = p == url || p[-1] == '/';
@@ -774,8 +800,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         return send_error(&rq, MHD_HTTP_BAD_REQUEST, "bad_path",
                           "path traversal or malformed path rejected");
     if (strcmp(url, "/health") == 0)
-        return send_json(&rq, MHD_HTTP_OK, json_pack("{s:s, s:i}", "status", "ok", "slides",
-                                                     s->nslides));
+        return send_json(&rq, MHD_HTTP_OK,
+                         json_pack("{s:s, s:i}", "status", "ok", "slides", s->nslides));
     if (!token_ok(&rq))
         return send_error(&rq, MHD_HTTP_UNAUTHORIZED, "unauthorized",
                           "missing or wrong token: send 'Authorization: Bearer <token>'");
@@ -875,6 +901,36 @@ int cs_server_new(cs_server **out, const cs_server_opts *opts)
     return 0;
 }
 
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decoding for paths and arguments that leaves "%00" as it is: a
+ * decoded NUL would end the C string early and "good%00.dzi" would name the
+ * slide "good". */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    char *w = s;
+    for (const char *r = s; *r;) {
+        int hi = r[0] == '%' ? hexval(r[1]) : -1, lo = hi >= 0 ? hexval(r[2]) : -1;
+        if (hi >= 0 && lo >= 0 && (hi | lo)) {
+            *w++ = (char)(hi * 16 + lo);
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];
@@ -904,8 +960,8 @@ int cs_server_start(cs_server *s)
     s->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, handle, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->o.threads, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)1000, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s->log, MHD_OPTION_ARRAY,
+        (unsigned)1000, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_log, s->log, MHD_OPTION_UNESCAPE_CALLBACK, unescape, s, MHD_OPTION_ARRAY,
         s->tls_cert_pem ? tls : tls + 2, MHD_OPTION_END);
     if (!s->daemon)
         return cs_error_set(CS_EIO, "cannot listen on %s:%d (in use, or not allowed)", s->bind,
