@@ -1,11 +1,14 @@
 /* Unit tests of core/base: errors, buffers, queues, threads, pool. */
+/* cmocka needs these first, in this order */
+// clang-format off
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <cmocka.h>
+// clang-format on
+
 #include <stdint.h>
 #include <string.h>
-
-#include <cmocka.h>
-#include <setjmp.h>
 
 #include "cs/buf.h"
 #include "cs/err.h"

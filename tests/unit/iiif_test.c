@@ -1,10 +1,13 @@
 /* Unit tests of the IIIF Image API 3 request parser. */
+/* cmocka needs these first, in this order */
+// clang-format off
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <stdint.h>
-
 #include <cmocka.h>
-#include <setjmp.h>
+// clang-format on
+
+#include <stdint.h>
 
 #include "cs/err.h"
 #include "cs/iiif.h"

@@ -1,13 +1,16 @@
 /* Unit tests of codecs/jpeg: encode, scaled decode, lossless crop, errors. */
-#include <math.h>
+/* cmocka needs these first, in this order */
+// clang-format off
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <cmocka.h>
+// clang-format on
+
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <cmocka.h>
-#include <setjmp.h>
 
 #include "cs/err.h"
 #include "cs/jpeg.h"

@@ -1,16 +1,19 @@
 /* Unit tests of codecs/slide: OpenSlide backend on the shared CMU slide,
  * raw JPEG tiles, the synthetic slide, errors (sticky ones included). */
-#include <math.h>
+/* cmocka needs these first, in this order */
+// clang-format off
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <cmocka.h>
+// clang-format on
+
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include <cmocka.h>
-#include <setjmp.h>
 
 #include "cs/err.h"
 #include "cs/jpeg.h"

@@ -1,12 +1,15 @@
 /* Unit tests of the sharded tile cache. */
+/* cmocka needs these first, in this order */
+// clang-format off
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <cmocka.h>
+// clang-format on
+
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-
-#include <cmocka.h>
-#include <setjmp.h>
 
 #include "cs/err.h"
 #include "cs/thread.h"
