@@ -99,9 +99,9 @@ def random_views(seed, n, slide_w, slide_h, w, h):
              rng.randrange(0, max(1, slide_h - h + 1)), 1.0) for _ in range(n)]
 
 
-def median(xs):
+def median(xs, nd=1):
     xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
+    return round(statistics.median(xs), nd) if xs else None
 
 
 def fmt(v, f="%.1f"):
@@ -228,7 +228,7 @@ def summarize(a, lines, linkstats, wall, rc):
                     "ratio": round(sharp / b, 3) if sharp is not None else None,
                     "tiles": rec["tiles"], "bytes": rec["bytes"], "fetched": rec["fetched"]})
     med_first = median([p["first_paint_ms"] for p in per])
-    med_ratio = median([p["ratio"] for p in per])
+    med_ratio = median([p["ratio"] for p in per], 3)
     med = {"first_paint_ms": med_first, "sharp_ms": median([p["sharp_ms"] for p in per]),
            "bound_ms": median([p["bound_ms"] for p in per]), "ratio": med_ratio}
     worst_first = max((p["first_paint_ms"] for p in per if p["first_paint_ms"] is not None),
