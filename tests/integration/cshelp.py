@@ -57,14 +57,21 @@ class Server:
         return self
 
     def __exit__(self, *exc):
+        killed = False
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(10)
+                self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                killed = True
         self.log.close()
+        # A clean stop exits 0; sanitizer reports (leaks included) do not.
+        if exc[0] is None and (killed or self.proc.returncode != 0):
+            tail = open(self.log.name, "rb").read()[-3000:].decode(errors="replace")
+            raise RuntimeError("server did not stop cleanly (exit %s, killed %s):\n%s"
+                               % (self.proc.returncode, killed, tail))
 
     def alive(self):
         return self.proc.poll() is None
