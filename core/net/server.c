@@ -82,15 +82,15 @@ static void make_id(cs_server *s, char *id, size_t n, const char *path)
     if (dot && dot != id)
         *dot = '\0';
     /* unique: append -2, -3 ... */
-    char base_id[100];
-    snprintf(base_id, sizeof(base_id), "%s", id);
+    char base_id[128];
+    memcpy(base_id, id, strlen(id) + 1);
     for (int suffix = 2;; suffix++) {
         int clash = 0;
         for (int i = 0; i < s->nslides; i++)
             clash |= strcmp(s->slides[i].id, id) == 0;
         if (!clash)
             return;
-        snprintf(id, n, "%s-%d", base_id, suffix);
+        snprintf(id, n, "%.100s-%d", base_id, suffix);
     }
 }
 
