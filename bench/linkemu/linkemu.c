@@ -91,6 +91,7 @@ typedef struct shaper {
     int64_t delay; /* ns, one way */
     int64_t limit; /* bytes */
     double loss;   /* probability, UDP only */
+    uint64_t rng;  /* loss generator: one per direction, so each is reproducible */
     int64_t overhead;
     int64_t busy_until;
     seg *head, *tail; /* every segment not yet arrived, in FIFO order */
@@ -155,7 +156,6 @@ static struct {
     bool lrd;
     bool stop;
     int64_t start, last_sweep;
-    uint64_t rng;
     uint8_t buf[UDP_MAX];
 } g;
 
@@ -166,17 +166,17 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
 }
 
-static uint64_t rng_next(void) /* splitmix64 */
+static uint64_t rng_next(uint64_t *state) /* splitmix64 */
 {
-    uint64_t z = (g.rng += 0x9e3779b97f4a7c15ULL);
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
 }
 
-static double rng_unit(void)
+static double rng_unit(uint64_t *state)
 {
-    return (double)(rng_next() >> 11) * (1.0 / 9007199254740992.0);
+    return (double)(rng_next(state) >> 11) * (1.0 / 9007199254740992.0);
 }
 
 static void die(const char *what)
@@ -430,6 +430,11 @@ static void shaper_init(shaper *s, const char *name, int dir)
     s->limit = g.o.queue;
     s->loss = g.o.loss;
     s->overhead = g.o.overhead;
+    s->rng = g.o.seed;
+    if (dir == DOWN) {
+        uint64_t st = g.o.seed;
+        s->rng = rng_next(&st);
+    }
 }
 
 static bool shaper_room(const shaper *s, int64_t wire)
@@ -926,7 +931,7 @@ static void udp_enqueue(int d, flow *f, const uint8_t *data, size_t len, int64_t
     s->wire = (uint32_t)wire;
     s->flow = f;
     /* Lost on the wire: the datagram still uses the link, then vanishes. */
-    s->lost = sh->loss > 0 && rng_unit() < sh->loss;
+    s->lost = sh->loss > 0 && rng_unit(&sh->rng) < sh->loss;
     f->refs++;
     shaper_push(sh, s, now);
 }
@@ -1079,7 +1084,6 @@ static void setup(void)
     }
     if (!o->seeded)
         o->seed = (uint64_t)now_ns() ^ ((uint64_t)getpid() << 32);
-    g.rng = o->seed;
     shaper_init(&g.sh[UP], "up", UP);
     shaper_init(&g.sh[DOWN], "down", DOWN);
 
