@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
@@ -1162,8 +1163,20 @@ static void arm_timer(int64_t when)
 
 static void shutdown_all(int64_t now)
 {
-    while (g.conns)
-        conn_end(g.conns, false);
+    /* The link goes down: connections with data still on the way are reset
+     * (so no client mistakes a cut transfer for a complete one), idle ones
+     * get a FIN. */
+    while (g.conns) {
+        conn *c = g.conns;
+        bool busy = false;
+        for (int d = 0; d < 2; d++) {
+            int unread = 0;
+            if (c->fd[d] >= 0 && ioctl(c->fd[d], FIONREAD, &unread) < 0)
+                unread = 0;
+            busy = busy || unread > 0 || c->h[d].inlink > 0 || c->h[d].out_head != NULL;
+        }
+        conn_end(c, busy);
+    }
     while (g.flows)
         flow_end(g.flows);
     for (int d = 0; d < 2; d++) {

@@ -160,6 +160,28 @@ def test_tcp(srv):
     ck.check(link.returncode == 0 and link.final and link.final["conns_open"] == 0,
              "clean exit on SIGTERM (rc %s)" % link.returncode)
 
+    # The link goes down mid-transfer: the client is reset, not handed a
+    # clean end of a cut response.
+    with emu(srv.port, rate="4mbit", rtt="50ms") as link:
+        s = socket.create_connection(("127.0.0.1", link.port), timeout=10)
+        s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n"
+                   % (full(BIG), srv.token)).encode())
+        got = len(s.recv(65536))
+        link.stop()
+        try:
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    outcome = "eof"
+                    break
+                got += len(b)
+        except ConnectionResetError:
+            outcome = "reset"
+        s.close()
+        ck.check(outcome == "reset" and got < len(big) and link.returncode == 0,
+                 "SIGTERM mid-transfer resets the client (%s after %d bytes, rc %s)"
+                 % (outcome, got, link.returncode))
+
 
 def test_tcp_half_close_and_reset():
     """Echo peer reading to EOF: data intact both ways, FIN passed on in order;
