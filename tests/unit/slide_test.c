@@ -7,7 +7,6 @@
 #include <stddef.h>
 #include <cmocka.h>
 // clang-format on
-
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,22 +18,7 @@
 #include "cs/jpeg.h"
 #include "cs/slide.h"
 
-static char cmu[1024];
-
-static int have_cmu(void)
-{
-    const char *td = getenv("CS_TESTDATA");
-    snprintf(cmu, sizeof(cmu), "%s/wsi/CMU-1-Small-Region.svs", td ? td : "../shared/testdata");
-    return access(cmu, R_OK) == 0;
-}
-
-#define NEED_CMU()                                                                                 \
-    do {                                                                                           \
-        if (!have_cmu()) {                                                                         \
-            print_message("skipped: %s not found (set CS_TESTDATA)\n", cmu);                       \
-            skip();                                                                                \
-        }                                                                                          \
-    } while (0)
+#include "testdata.h"
 
 static void slide__cmu_properties(void **state)
 {

@@ -7,7 +7,6 @@
 #include <stddef.h>
 #include <cmocka.h>
 // clang-format on
-
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,22 +20,7 @@
 #include "cs/thread.h"
 #include "cs/tiles.h"
 
-static char cmu[1024];
-
-static int have_cmu(void)
-{
-    const char *td = getenv("CS_TESTDATA");
-    snprintf(cmu, sizeof(cmu), "%s/wsi/CMU-1-Small-Region.svs", td ? td : "../shared/testdata");
-    return access(cmu, R_OK) == 0;
-}
-
-#define NEED_CMU()                                                                                 \
-    do {                                                                                           \
-        if (!have_cmu()) {                                                                         \
-            print_message("skipped: %s not found (set CS_TESTDATA)\n", cmu);                       \
-            skip();                                                                                \
-        }                                                                                          \
-    } while (0)
+#include "testdata.h"
 
 static void tiles__geometry_follows_deepzoom(void **state)
 {
