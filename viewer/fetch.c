@@ -18,6 +18,7 @@
 #include "cs/buf.h"
 #include "cs/err.h"
 #include "cs/jpeg.h"
+#include "cs/log.h"
 #include "cs/thread.h"
 
 #include "hmap.h"
@@ -66,6 +67,8 @@ struct vw_fetch {
     CURLM *multi;
     struct curl_slist *headers;
     slot slots[MAX_PARALLEL];
+    long transfers, cancelled, connects; /* new TCP connections: keep-alive check */
+    cs_logger *log;
 };
 
 void vw_tile_result_free(vw_tile_result *r)
@@ -269,8 +272,11 @@ static int start_transfer(vw_fetch *f, vw_key k)
 
 static void finish_transfer(vw_fetch *f, slot *s, CURLcode cc)
 {
-    long status = 0;
+    long status = 0, conns = 0;
     curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(s->easy, CURLINFO_NUM_CONNECTS, &conns);
+    f->transfers++;
+    f->connects += conns;
     curl_multi_remove_handle(f->multi, s->easy);
     s->active = 0;
     job *j = calloc(1, sizeof(*j));
@@ -339,6 +345,7 @@ static void net_main(void *userdata)
         pthread_mutex_unlock(&f->lock);
 
         for (int i = 0; i < ncancel; i++) {
+            f->cancelled++;
             curl_multi_remove_handle(f->multi, cancel[i]->easy);
             cancel[i]->active = 0;
             atomic_fetch_sub(&f->inflight, 1);
@@ -433,6 +440,7 @@ int vw_fetch_new(vw_fetch **out, const vw_fetch_opts *opts)
         f->o.decoders = MAX_WORKERS;
     pthread_mutex_init(&f->lock, NULL);
     pthread_cond_init(&f->cond, NULL);
+    cs_log_new(&f->log, "viewer/net");
     atomic_init(&f->inflight, 0);
     int r;
     if ((r = vw_hmap_init(&f->wanted, 256)) < 0 || (r = vw_hmap_init(&f->busy, 256)) < 0 ||
@@ -491,6 +499,10 @@ void vw_fetch_free(vw_fetch *f)
     cs_thread_join(f->net);
     for (int i = 0; i < f->nworkers; i++)
         cs_thread_join(f->workers[i]);
+    if (f->multi)
+        cs_log(f->log, CS_LOG_VERBOSE, "%ld tiles transferred over %ld connections, %ld cancelled",
+               f->transfers, f->connects, f->cancelled);
+    cs_log_free(f->log);
     for (int i = 0; i < MAX_PARALLEL; i++) {
         if (f->slots[i].easy)
             curl_easy_cleanup(f->slots[i].easy);

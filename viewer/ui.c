@@ -6,6 +6,7 @@
  * something changed: the view, the window size, a tile arriving, or the
  * status line. */
 #include <stdio.h>
+#include <string.h>
 
 #include <SDL.h>
 
@@ -45,6 +46,12 @@ int vw_ui_run(vw_app *a)
                 SDL_GetError());
         return 1;
     }
+    const char *drv = SDL_GetCurrentVideoDriver();
+    if (drv && (strcmp(drv, "offscreen") == 0 || strcmp(drv, "dummy") == 0))
+        fprintf(stderr,
+                "consilium-view: warning: no display (SDL video driver '%s'); the window is "
+                "invisible. For use without a display, see --screenshot and --views\n",
+                drv);
     int rc = 1;
     SDL_Window *win = NULL;
     SDL_Renderer *ren = NULL;
