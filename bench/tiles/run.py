@@ -195,6 +195,27 @@ class Server:
             time.sleep(0.05)
         raise RuntimeError(f"{self.name} not ready after {timeout}s; see {self.logf.name}")
 
+    expected_procs = 1
+
+    def _settle(self, timeout=30):
+        """Wait for every worker to be forked and idle: the process count
+        reached and the tree's CPU time still for 0.3 s."""
+        deadline = time.time() + timeout
+        last, still = None, 0.0
+        while time.time() < deadline:
+            pids = self.pids()
+            c = cpu_ms(pids)
+            if len(pids) >= self.expected_procs and c == last:
+                still += 0.1
+                if still >= 0.3:
+                    return
+            else:
+                still = 0.0
+            last = c
+            time.sleep(0.1)
+        log(f"bench/tiles: {self.name}: {len(self.pids())} of {self.expected_procs} processes, "
+            f"not settled after {timeout}s")
+
     def pids(self):
         return proc_tree(self.proc.pid) if self.proc else []
 
@@ -261,6 +282,7 @@ class Consilium(Server):
             time.sleep(0.02)
         self.port = int(open(pf).read().strip())
         self._wait_ready()
+        self._settle()
 
     def dzi_path(self):
         return f"/slides/{self.sid}.dzi"
@@ -276,6 +298,7 @@ class IIPSrv(Server):
     def __init__(self, workdir, slide, cache_mb, procs):
         super().__init__(workdir)
         self.slide, self.cache_mb, self.procs = slide, cache_mb, procs
+        self.expected_procs = 1 + procs
 
     def start(self):
         self.port = free_port()
@@ -301,13 +324,15 @@ fastcgi.server = ( "/fcgi-bin/iipsrv.fcgi" =>
         "FILESYSTEM_PREFIX" => "",
         "MAX_IMAGE_CACHE_SIZE" => "{self.cache_mb}",
         "JPEG_QUALITY" => "75",
-        "MAX_CVT" => "5000"
+        "MAX_CVT" => "5000",
+        "INTERPOLATION" => "1"
      )
   ))
 )
 """)
         self._spawn(["lighttpd", "-D", "-f", conf])
         self._wait_ready()
+        self._settle()
 
     def dzi_path(self):
         return "/fcgi-bin/iipsrv.fcgi?DeepZoom=" + urllib.parse.quote(self.slide + ".dzi", safe="/")
@@ -333,6 +358,7 @@ class OpenSlidePy(Server):
     def __init__(self, workdir, slide, workers):
         super().__init__(workdir)
         self.slide, self.workers = slide, workers
+        self.expected_procs = 1 + workers
 
     def start(self):
         self.port = free_port()
@@ -343,6 +369,7 @@ class OpenSlidePy(Server):
                      "--bind", f"127.0.0.1:{self.port}", "--chdir", HERE,
                      "--log-level", "warning", "--timeout", "120", "osapp:app"], env=env)
         self._wait_ready()
+        self._settle()
 
     def dzi_path(self):
         return "/slide.dzi"
@@ -441,7 +468,9 @@ def run_wrk(server, paths, mode, conns, seconds, workdir):
     cpu0 = cpu_ms(pids)
     thr0 = thread_cpu_ms(server.proc.pid) if server.name == "consilium" else {}
     p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
-    cpu1 = cpu_ms(pids)
+    pids1 = server.pids()
+    # processes born during the run (a respawned worker) count in full
+    cpu1 = cpu_ms(pids) + cpu_ms([q for q in pids1 if q not in pids])
     thr1 = thread_cpu_ms(server.proc.pid) if server.name == "consilium" else {}
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     shutil.rmtree(donedir, ignore_errors=True)
@@ -644,19 +673,30 @@ def bench_server(server, geo, args, plan, refs, results):
             continue
         paths = [server.tile_path(geo, level, c, r) for (c, r) in tiles]
         for conns in args.conns:
-            warm_page_cache(server_slide(server, args))
-            server.start()
-            try:
-                r = run_wrk(server, paths, "cold", conns, cap, args.workdir)
-                r["rss_mib"] = status_kib(server.pids(), "VmHWM") / 1024.0
-                r["walk_tiles_listed"] = len(paths)
-                results["runs"].append(dict(scenario=scen, server=name, conns=conns, level=level, **r))
-                log(f"  {name} ({scen}) c{conns}: {r['tiles']} tiles in {r['seconds']:.1f} s: "
-                    f"{r['tiles_per_s']:.0f} tiles/s p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms "
-                    f"cpu {r['cpu_ms_per_tile']:.3f} ms/tile rss {r['rss_mib']:.0f} MiB"
-                    + ("" if r["walk_complete"] else "  (cut at the time cap)"))
-            finally:
-                server.stop()
+            # a fresh server per walk; repeat (median) while walks are cheap
+            runs, spent = [], 0.0
+            while len(runs) < args.repeats and (not runs or spent < args.cold_repeat_budget):
+                warm_page_cache(server_slide(server, args))
+                server.start()
+                try:
+                    r = run_wrk(server, paths, "cold", conns, cap, args.workdir)
+                    r["rss_mib"] = status_kib(server.pids(), "VmHWM") / 1024.0
+                finally:
+                    server.stop()
+                runs.append(r)
+                spent += r["seconds"]
+            m = median_run(runs)
+            m["rss_mib"] = max(r["rss_mib"] for r in runs)
+            m["seconds"] = statistics.median(r["seconds"] for r in runs)
+            m["idle_requests"] = sum(r["idle_requests"] for r in runs)
+            if "server_thread_cpu_ms" in runs[0]:
+                m["server_thread_cpu_ms"] = runs[0]["server_thread_cpu_ms"]
+            m["walk_tiles_listed"] = len(paths)
+            results["runs"].append(dict(scenario=scen, server=name, conns=conns, level=level, **m))
+            log(f"  {name} ({scen}) c{conns}: {len(paths)} tiles x {len(runs)}: "
+                f"{m['tiles_per_s']:.0f} tiles/s p50 {m['p50_ms']:.2f} ms p99 {m['p99_ms']:.2f} ms "
+                f"cpu {m['cpu_ms_per_tile']:.3f} ms/tile rss {m['rss_mib']:.0f} MiB"
+                + ("" if m["walk_complete"] else "  (cut at the time cap)"))
 
 
 def server_slide(server, args):
@@ -676,7 +716,7 @@ def perf_profile(server, geo, args, plan):
         server.start()
         data = os.path.join(args.workdir, f"perf-{scen}.data")
         try:
-            perf = subprocess.Popen(["perf", "record", "-F", "1999", "-g", "-p", str(server.proc.pid),
+            perf = subprocess.Popen(["perf", "record", "-F", "1999", "-p", str(server.proc.pid),
                                      "-o", data], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
             run_wrk(server, paths, "cold", 8, args.walk_cap, args.workdir)
@@ -684,17 +724,21 @@ def perf_profile(server, geo, args, plan):
             perf.wait(timeout=30)
         finally:
             server.stop()
-        rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
-                              "--sort", "dso,symbol", "--percent-limit", "1", "-g", "none"],
-                             capture_output=True, text=True)
-        lines = [ln for ln in rep.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
+        lines = []
+        for sort, limit in (("dso", "0.5"), ("dso,sym", "0.7")):
+            rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
+                                  "--sort", sort, "--percent-limit", limit],
+                                 capture_output=True, text=True)
+            lines += [ln.rstrip() for ln in rep.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
+            lines.append("")
         txt = os.path.join(os.path.dirname(args.json), f"tiles-perf-{scen}.txt")
         with open(txt, "w") as f:
-            f.write(rep.stdout)
-        out[scen] = lines[:40]
-        print(f"\nperf: Consilium during ({scen}) at 8 connections (self time, top symbols; {txt})")
-        for ln in lines[:25]:
-            print("  " + ln.rstrip())
+            f.write("\n".join(lines) + "\n")
+        out[scen] = lines
+        print(f"\nperf: Consilium during ({scen}) at 8 connections, share of its CPU by library, "
+              f"then by symbol ({os.path.relpath(txt, ROOT)})")
+        for ln in lines[:40]:
+            print("  " + ln)
     return out
 
 
@@ -815,7 +859,9 @@ def main():
     ap.add_argument("--iipsrv-procs", type=int, default=2, help="iipsrv FastCGI processes (default 2)")
     ap.add_argument("--gunicorn-workers", type=int, default=2)
     ap.add_argument("--hot-seconds", type=float, help="length of one hot run (default 5, quick 2)")
-    ap.add_argument("--repeats", type=int, help="hot runs per point, median taken (default 3, quick 1)")
+    ap.add_argument("--repeats", type=int, help="hot runs per point, and most cold walks per point while cheap; median taken (default 3, quick 1)")
+    ap.add_argument("--cold-repeat-budget", type=float,
+                    help="repeat a cold walk (fresh server, median) while walks so far took less (s; default 10, quick 2)")
     ap.add_argument("--walk-cap", type=float, help="longest cold walk in s (default 120, quick 30)")
     ap.add_argument("--max-tiles", type=int, help="cold walks: at most this many tiles (default all; quick 1500/400)")
     ap.add_argument("--seed", type=int, default=20240601)
@@ -831,6 +877,7 @@ def main():
     args.conns = [int(c) for c in args.conns.split(",")]
     args.hot_seconds = args.hot_seconds or (2.0 if args.quick else 5.0)
     args.repeats = args.repeats or (1 if args.quick else 3)
+    args.cold_repeat_budget = args.cold_repeat_budget or (2.0 if args.quick else 10.0)
     args.walk_cap = args.walk_cap or (30.0 if args.quick else 120.0)
     args.json = args.json or os.path.join(ROOT, "build", "bench",
                                           "tiles-quick.json" if args.quick else "tiles.json")

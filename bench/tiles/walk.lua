@@ -5,12 +5,17 @@
 -- arguments):
 --   WALK_FILE     file with one request path per line
 --   WALK_MODE     "hot":  every thread cycles over the whole list until -d ends
---                 "cold": thread k of N requests paths k, k+N, k+2N, ... once
---                         each and stops when its last response is in; no path
---                         is requested twice
+--                 "cold": each path is requested once, by whichever thread is
+--                         free next; the run ends when the last response is in
 --   WALK_THREADS  wrk -t (= -c)
 --   WALK_AUTH     bearer token ("" for none)
 --   WALK_DONEDIR  cold mode: an empty folder for "thread finished" markers
+--   WALK_IDLE     cold mode: path of the idle request (e.g. the DZI)
+--
+-- Cold work queue: setup() writes the list's indices, 4 bytes each, into a
+-- pipe; each thread read()s the next index from it (non-blocking; pipe reads
+-- take distinct bytes), so all threads stay busy until the list is used up
+-- and no path is requested twice.
 --
 -- Latency: wrk calls delay() before every request on a connection (once when
 -- it opens, then once after each response), and request() right after the
@@ -20,14 +25,13 @@
 -- one 30 ms stall among 20,000 tiles of 0.1 ms into a 30 ms p99). No
 -- response() callback: wrk then never copies bodies into Lua.
 --
--- A cold thread that has its last response marks itself finished and, until
--- every thread is, keeps its connection busy with WALK_IDLE requests (cheap,
--- not counted as tiles, no latency recorded): an idle open connection would
--- pin a gunicorn sync worker in recv() while other connections' tiles wait
--- in its listen queue (wrk reconnects at once after a "Connection: close").
--- The last thread to finish sends SIGINT to wrk's main thread, which
--- otherwise sleeps for the whole -d duration.
---   WALK_IDLE     cold mode: path of the idle request (e.g. the DZI)
+-- End of a cold walk: a thread that finds the queue empty with its last
+-- response in marks itself finished and, until every thread is, sends an
+-- idle request (WALK_IDLE; not counted, no latency kept) every millisecond:
+-- an idle open connection would pin a gunicorn sync worker in recv() while
+-- other connections' tiles wait in its listen queue (wrk reconnects at once
+-- after a "Connection: close"). The last thread to finish sends SIGINT to
+-- wrk's main thread, which otherwise sleeps for the whole -d duration.
 --
 -- done() prints one line: "WALKJSON {...}".
 
@@ -37,7 +41,13 @@ typedef struct { long tv_sec; long tv_nsec; } walk_timespec;
 int clock_gettime(int clk, walk_timespec *ts);
 int getpid(void);
 int tgkill(int tgid, int tid, int sig);
+int pipe(int fds[2]);
+int fcntl(int fd, int cmd, ...);
+long write(int fd, const void *buf, unsigned long n);
+long read(int fd, void *buf, unsigned long n);
+int close(int fd);
 ]]
+local F_SETFL, F_GETFL, O_NONBLOCK, F_SETPIPE_SZ = 4, 3, 2048, 1031
 
 local ts = ffi.new("walk_timespec")
 local function now()
@@ -48,12 +58,41 @@ end
 local mode = os.getenv("WALK_MODE") or "hot"
 local nthreads = tonumber(os.getenv("WALK_THREADS") or "1")
 
+local function read_list()
+  local list = {}
+  for line in io.lines(os.getenv("WALK_FILE")) do
+    if line ~= "" then list[#list + 1] = line end
+  end
+  return list
+end
+
 -- setup/done phase (wrk's main Lua state) ----------------------------------
 
 local threads = {}
+local main_queue_fd = nil
+
+local function make_queue()
+  local n = #read_list()
+  local fds = ffi.new("int[2]")
+  assert(ffi.C.pipe(fds) == 0, "pipe failed")
+  local bytes = 4 * n
+  if bytes > 65536 then
+    assert(ffi.C.fcntl(fds[1], F_SETPIPE_SZ, ffi.cast("int", bytes)) >= bytes,
+      "pipe too small for the list (raise /proc/sys/fs/pipe-max-size)")
+  end
+  local buf = ffi.new("int32_t[?]", math.max(n, 1))
+  for i = 0, n - 1 do buf[i] = i + 1 end
+  assert(ffi.C.write(fds[1], buf, bytes) == bytes, "pipe write failed")
+  ffi.C.close(fds[1]) -- empty queue then reads as EOF
+  local fl = ffi.C.fcntl(fds[0], F_GETFL)
+  ffi.C.fcntl(fds[0], F_SETFL, ffi.cast("int", bit.bor(fl, O_NONBLOCK)))
+  return fds[0]
+end
 
 function setup(thread)
+  if mode == "cold" and main_queue_fd == nil then main_queue_fd = make_queue() end
   thread:set("tid", #threads)
+  thread:set("queue_fd", main_queue_fd or -1)
   table.insert(threads, thread)
 end
 
@@ -115,33 +154,36 @@ end
 -- running phase (one Lua state per wrk thread) ------------------------------
 
 tid = 0
+queue_fd = -1
 t0, t1 = 0, 0
-issued, completed, lost = 0, 0, 0
+issued, completed, lost, idle = 0, 0, 0, 0
 finished = false
 hist = {}
 local reqs, n, idx = {}, 0, 0
-local started, sent_at = false, nil
+local started, sent_at, sent_idle = false, nil, false
+local exhausted, stopped = false, false
+local idle_req = nil
+local qbuf = ffi.new("int32_t[1]")
 
 function init(args)
   local headers = {}
   local auth = os.getenv("WALK_AUTH") or ""
   if auth ~= "" then headers["Authorization"] = "Bearer " .. auth end
-  local i = 0
-  for line in io.lines(os.getenv("WALK_FILE")) do
-    if line ~= "" then
-      if mode == "hot" or i % nthreads == tid then
-        reqs[#reqs + 1] = wrk.format("GET", line, headers)
-      end
-      i = i + 1
-    end
+  for _, path in ipairs(read_list()) do
+    reqs[#reqs + 1] = wrk.format("GET", path, headers)
   end
   n = #reqs
   if mode == "hot" then idx = tid % math.max(n, 1) end
+  idle_req = wrk.format("GET", os.getenv("WALK_IDLE") or "/", headers)
 end
 
-local idle_req = nil
-local sent_idle = false
-idle = 0
+local function next_index()
+  if exhausted then return nil end
+  local got = ffi.C.read(queue_fd, qbuf, 4)
+  if got == 4 then return qbuf[0] end
+  exhausted = true -- EOF (0) or EAGAIN (-1): the queue is empty
+  return nil
+end
 
 local function all_finished()
   local dir = os.getenv("WALK_DONEDIR")
@@ -159,7 +201,6 @@ local function mark_finished()
   if f then f:write("1\n"); f:close() end
 end
 
-local stopped = false
 local function stop_all()
   stopped = true
   wrk.thread:stop()
@@ -184,42 +225,44 @@ function delay()
     end
     sent_at = nil
   end
-  if mode == "hot" or idx < n then return 0 end
-  if stopped then return 1000000000 end
-  if not finished and completed + lost >= n then mark_finished() end
-  if finished and all_finished() then
-    stop_all()
-    return 1000000000 -- park: the run is over
+  if mode == "hot" then return 0 end
+  if stopped then return 1000000000 end -- park: the run is over
+  if not exhausted then
+    idx = next_index()
+    if idx then return 0 end
   end
-  return 0 -- still walking, or waiting for the others: next is an idle request
+  -- the queue is empty and this thread's last response is in
+  if not finished then mark_finished() end
+  if all_finished() then
+    stop_all()
+    return 1000000000
+  end
+  return 1 -- wait for the others: an idle request each millisecond
 end
 
 function request()
   -- wrk calls request() once before the run to check it: use up no path
-  if not started then return reqs[1] end
+  if not started then return reqs[1] or idle_req end
   if sent_at and not sent_idle then
     -- no delay() since the last request: the connection failed and wrk
     -- reconnected and asks again; that request got no response
     lost = lost + 1
+    if mode == "cold" then idx = next_index() end
   end
-  sent_idle = false
-  if mode == "hot" then
-    idx = idx % n + 1
-  elseif idx < n then
-    idx = idx + 1
-  else
-    -- cold and walked: an idle request while the other threads finish
-    if idle_req == nil then
-      local headers = {}
-      local auth = os.getenv("WALK_AUTH") or ""
-      if auth ~= "" then headers["Authorization"] = "Bearer " .. auth end
-      idle_req = wrk.format("GET", os.getenv("WALK_IDLE") or "/", headers)
-    end
-    sent_idle = true
-    sent_at = now()
-    return idle_req
-  end
-  issued = issued + 1
   sent_at = now()
-  return reqs[idx]
+  if mode == "hot" then
+    sent_idle = false
+    idx = idx % n + 1
+    issued = issued + 1
+    return reqs[idx]
+  end
+  if idx and not exhausted then
+    sent_idle = false
+    issued = issued + 1
+    local r = reqs[idx]
+    idx = nil
+    return r
+  end
+  sent_idle = true
+  return idle_req
 end
