@@ -119,6 +119,16 @@ static int parse_args(vw_options *o, int argc, char **argv)
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         int takes = 1;
+        /* --name=value is --name value */
+        char name[40];
+        const char *eq = a[0] == '-' && a[1] == '-' ? strchr(a, '=') : NULL;
+        if (eq && (size_t)(eq - a) < sizeof(name)) {
+            memcpy(name, a, (size_t)(eq - a));
+            name[eq - a] = '\0';
+            a = name;
+            v = eq + 1;
+            takes = 0;
+        }
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             exit(0);
@@ -237,8 +247,10 @@ int vw_app_consume(vw_app *a)
 void vw_app_publish(vw_app *a, const vw_view *v)
 {
     const vw_key *keys;
-    size_t n = vw_render_wanted(a->render, &a->cache, v, a->o.ring, &keys);
-    if (n == a->last_n && (n == 0 || memcmp(keys, a->last_want, n * sizeof(*keys)) == 0))
+    size_t urgent;
+    size_t n = vw_render_wanted(a->render, &a->cache, v, a->o.ring, &keys, &urgent);
+    if (n == a->last_n && urgent == a->last_urgent &&
+        (n == 0 || memcmp(keys, a->last_want, n * sizeof(*keys)) == 0))
         return;
     if (n > a->last_cap) {
         vw_key *nw = realloc(a->last_want, n * sizeof(*nw));
@@ -250,7 +262,8 @@ void vw_app_publish(vw_app *a, const vw_view *v)
     if (n)
         memcpy(a->last_want, keys, n * sizeof(*keys));
     a->last_n = n;
-    vw_fetch_want(a->fetch, keys, n);
+    a->last_urgent = urgent;
+    vw_fetch_want(a->fetch, keys, n, urgent);
 }
 
 void vw_app_compose(vw_app *a, const vw_view *v, uint32_t *fb, int pitch, vw_frame_stats *st)

@@ -43,7 +43,7 @@ typedef struct {
     int failed;
     /* the want list last handed to the fetcher */
     vw_key *last_want;
-    size_t last_n, last_cap;
+    size_t last_n, last_cap, last_urgent;
     /* window mode: wake the event loop when a tile is ready */
     uint32_t wake_event;
     atomic_int wake_pending;

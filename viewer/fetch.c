@@ -40,7 +40,7 @@ typedef struct {
 typedef struct {
     struct vw_fetch *f;
     CURL *easy;
-    int active;
+    int active, urgent;
     vw_key key;
     uint8_t *buf;
     size_t len, cap;
@@ -53,7 +53,7 @@ struct vw_fetch {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     vw_key *want;
-    size_t want_n, want_cap, cursor;
+    size_t want_n, want_cap, cursor, want_urgent;
     uint64_t want_gen;
     vw_hmap wanted; /* keys of `want`, for cancellation */
     vw_hmap busy;
@@ -147,10 +147,15 @@ static vw_tile_result *decode(cs_jpeg *jp, vw_key key, const uint8_t *data, size
     return res;
 }
 
-/* Take the most wanted key that nobody works on; call with the lock held. */
-static int take_next(vw_fetch *f, vw_key *out)
+/* Take the most wanted key that nobody works on; call with the lock held.
+ * Ring keys wait while @p ring_blocked. */
+static int take_next(vw_fetch *f, vw_key *out, int *urgent, int ring_blocked)
 {
     while (f->cursor < f->want_n) {
+        if (f->cursor >= f->want_urgent && ring_blocked)
+            return 0;
+        if (urgent)
+            *urgent = f->cursor < f->want_urgent;
         vw_key k = f->want[f->cursor++];
         if (vw_hmap_has(&f->busy, k))
             continue;
@@ -173,7 +178,7 @@ static void tiles_main(void *userdata)
     pthread_mutex_lock(&f->lock);
     while (!f->stop) {
         vw_key k;
-        if (!take_next(f, &k)) {
+        if (!take_next(f, &k, NULL, 0)) {
             pthread_cond_wait(&f->cond, &f->lock);
             continue;
         }
@@ -249,7 +254,7 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
     return n;
 }
 
-static int start_transfer(vw_fetch *f, vw_key k)
+static int start_transfer(vw_fetch *f, vw_key k, int urgent)
 {
     slot *s = NULL;
     for (int i = 0; i < f->o.parallel; i++)
@@ -262,6 +267,7 @@ static int start_transfer(vw_fetch *f, vw_key k)
     snprintf(s->url, sizeof(s->url), "%s%d/%lld_%lld.jpeg", f->tile_url, vw_key_level(k),
              (long long)vw_key_col(k), (long long)vw_key_row(k));
     s->key = k;
+    s->urgent = urgent;
     s->len = 0;
     curl_easy_setopt(s->easy, CURLOPT_URL, s->url);
     if (curl_multi_add_handle(f->multi, s->easy) != CURLM_OK)
@@ -277,6 +283,18 @@ static void finish_transfer(vw_fetch *f, slot *s, CURLcode cc)
     curl_easy_getinfo(s->easy, CURLINFO_NUM_CONNECTS, &conns);
     f->transfers++;
     f->connects += conns;
+    if (cs_log_enabled(f->log, CS_LOG_DEBUG)) {
+        curl_off_t total = 0, conn = 0, start = 0;
+        curl_easy_getinfo(s->easy, CURLINFO_TOTAL_TIME_T, &total);
+        curl_easy_getinfo(s->easy, CURLINFO_CONNECT_TIME_T, &conn);
+        curl_easy_getinfo(s->easy, CURLINFO_STARTTRANSFER_TIME_T, &start);
+        cs_log(f->log, CS_LOG_DEBUG,
+               "tile %d/%lld_%lld%s: HTTP %ld, %zu bytes, %.1f ms (connect %.1f, first byte %.1f), "
+               "%ld new connection(s)",
+               vw_key_level(s->key), (long long)vw_key_col(s->key), (long long)vw_key_row(s->key),
+               s->urgent ? "" : " (ring)", status, s->len, total / 1e3, conn / 1e3, start / 1e3,
+               conns);
+    }
     curl_multi_remove_handle(f->multi, s->easy);
     s->active = 0;
     job *j = calloc(1, sizeof(*j));
@@ -314,6 +332,7 @@ static void net_main(void *userdata)
     uint64_t seen_gen = 0;
     for (;;) {
         vw_key start[MAX_PARALLEL];
+        int start_urgent[MAX_PARALLEL];
         int nstart = 0, ncancel = 0;
         slot *cancel[MAX_PARALLEL];
         pthread_mutex_lock(&f->lock);
@@ -336,12 +355,26 @@ static void net_main(void *userdata)
                 cancel[ncancel++] = s;
             }
         }
-        int active = 0;
-        for (int i = 0; i < f->o.parallel; i++)
+        /* Ring tiles wait for the urgent ones, and take at most a third of
+         * the connections: a jump cancels them, and each cancel costs a new
+         * connection (a round trip) that the warm ones do not pay. */
+        int active = 0, urgent = 0, ring_max = f->o.parallel / 3 > 1 ? f->o.parallel / 3 : 1;
+        for (int i = 0; i < f->o.parallel; i++) {
             active += f->slots[i].active;
-        active -= ncancel;
-        while (active + nstart < f->o.parallel && take_next(f, &start[nstart]))
+            urgent += f->slots[i].active && f->slots[i].urgent;
+        }
+        for (int i = 0; i < ncancel; i++) {
+            active--;
+            urgent -= cancel[i]->urgent;
+        }
+        int ring = active - urgent;
+        while (
+            active + nstart < f->o.parallel &&
+            take_next(f, &start[nstart], &start_urgent[nstart], urgent > 0 || ring >= ring_max)) {
+            urgent += start_urgent[nstart];
+            ring += !start_urgent[nstart];
             nstart++;
+        }
         pthread_mutex_unlock(&f->lock);
 
         for (int i = 0; i < ncancel; i++) {
@@ -351,7 +384,7 @@ static void net_main(void *userdata)
             atomic_fetch_sub(&f->inflight, 1);
         }
         for (int i = 0; i < nstart; i++)
-            if (start_transfer(f, start[i]) < 0) {
+            if (start_transfer(f, start[i], start_urgent[i]) < 0) {
                 vw_tile_result *r = failed(start[i], CS_EIO, "cannot start a transfer");
                 if (r)
                     deliver(f, r);
@@ -523,7 +556,7 @@ void vw_fetch_free(vw_fetch *f)
     free(f);
 }
 
-void vw_fetch_want(vw_fetch *f, const vw_key *keys, size_t n)
+void vw_fetch_want(vw_fetch *f, const vw_key *keys, size_t n, size_t n_urgent)
 {
     pthread_mutex_lock(&f->lock);
     if (n > f->want_cap) {
@@ -538,6 +571,7 @@ void vw_fetch_want(vw_fetch *f, const vw_key *keys, size_t n)
     if (n)
         memcpy(f->want, keys, n * sizeof(*keys));
     f->want_n = n;
+    f->want_urgent = n_urgent < n ? n_urgent : n;
     f->cursor = 0;
     f->want_gen++;
     vw_hmap_clear(&f->wanted);

@@ -8,7 +8,10 @@
  *    cs_tiles_get_dzi() (the same bytes the server would send) and decode it.
  *
  * The render thread says what it wants with vw_fetch_want(): a priority
- * ordered list that replaces the previous one. Tiles not yet started that
+ * ordered list that replaces the previous one. Its first n_urgent keys are
+ * the tiles on screen; the rest (the ring around the view) start only while
+ * no urgent transfer runs, so they never take bandwidth from what the user
+ * is looking at. Tiles not yet started that
  * drop out of the list are never fetched; transfers in flight that drop out
  * are cancelled unless more than half has arrived. Finished tiles (or
  * failures) come back through a bounded cs_queue, vw_fetch_results(); the
@@ -64,8 +67,9 @@ typedef struct {
 int vw_fetch_new(vw_fetch **out, const vw_fetch_opts *opts);
 /** Stop every thread, cancel transfers, free queued results. NULL is a no-op. */
 void vw_fetch_free(vw_fetch *f);
-/** Replace the wanted list (copied), most wanted first. */
-void vw_fetch_want(vw_fetch *f, const vw_key *keys, size_t n);
+/** Replace the wanted list (copied), most wanted first; the first
+ *  @p n_urgent keys are urgent. */
+void vw_fetch_want(vw_fetch *f, const vw_key *keys, size_t n, size_t n_urgent);
 /** The render thread has consumed the result for @p key. */
 void vw_fetch_ack(vw_fetch *f, vw_key key);
 /** Tiles being transferred, made or decoded right now. */

@@ -430,16 +430,18 @@ static int push_rank(vw_render *r, size_t *n, vw_key k, double d)
     return 0;
 }
 
-static size_t wanted(vw_render *r, vw_cache *c, const vw_view *v, int ring)
+static size_t wanted(vw_render *r, vw_cache *c, const vw_view *v, int ring, size_t *n_urgent)
 {
     size_t n = 0;
+    *n_urgent = 0;
     for (int l = 0; l <= r->base; l++)
         for (int64_t row = 0; row < r->g.rows[l]; row++)
             for (int64_t col = 0; col < r->g.cols[l]; col++) {
                 vw_key k = vw_key_make(l, col, row);
                 if (!vw_cache_get(c, k) && push_key(r, &n, k) < 0)
-                    return n;
+                    return *n_urgent = n;
             }
+    *n_urgent = n; /* the prefetch levels are urgent too */
     if (v->w < 1 || v->h < 1 || ensure_size(r, v->w, v->h) < 0)
         return n;
     int z = vw_geom_level_for_zoom(&r->g, v->zoom);
@@ -476,15 +478,18 @@ static size_t wanted(vw_render *r, vw_cache *c, const vw_view *v, int ring)
         for (size_t i = 0; i < nr; i++)
             if (push_key(r, &n, r->rank[i].key) < 0)
                 break;
+        if (!pass)
+            *n_urgent = n;
         if (!ring)
             break;
     }
     return n;
 }
 
-size_t vw_render_wanted(vw_render *r, vw_cache *c, const vw_view *v, int ring, const vw_key **out)
+size_t vw_render_wanted(vw_render *r, vw_cache *c, const vw_view *v, int ring, const vw_key **out,
+                        size_t *n_urgent)
 {
-    size_t n = wanted(r, c, v, ring);
+    size_t n = wanted(r, c, v, ring, n_urgent);
     *out = r->want; /* after the pushes: they may have moved the array */
     return n;
 }
