@@ -199,6 +199,8 @@ static int parse_args(vw_options *o, int argc, char **argv)
 
 /* ---- shared render-loop steps ---- */
 
+#define MAX_TRIES 5 /* fetches of a tile that keeps failing transiently */
+
 void vw_app_take(vw_app *a, vw_tile_result *r)
 {
     const vw_geom *g = &a->src.geom;
@@ -227,8 +229,13 @@ void vw_app_take(vw_app *a, vw_tile_result *r)
                    "are counted in the status line, not logged)",
                    level, (long long)vw_key_col(r->key), (long long)vw_key_row(r->key), r->msg);
     }
-    if (!vw_cache_put(&a->cache, r, level <= a->base))
+    vw_tile *t = vw_cache_put(&a->cache, r, level <= a->base);
+    if (!t)
         cs_log(NULL, CS_LOG_WARN, "out of memory caching a tile");
+    else if (t->state == VW_TILE_FAILED && t->fails < MAX_TRIES &&
+             (r->status == CS_EIO || r->status == CS_ETIMEDOUT || r->status == CS_ENOMEM))
+        /* transient (network, server busy): try again after 1, 2, 4, 8 s */
+        t->retry_ns = cs_clock_ns() + (1000000000ll << (t->fails - 1));
     vw_fetch_ack(a->fetch, r->key);
     vw_tile_result_free(r);
 }
@@ -248,6 +255,7 @@ void vw_app_publish(vw_app *a, const vw_view *v)
 {
     const vw_key *keys;
     size_t urgent;
+    a->cache.now = cs_clock_ns();
     size_t n = vw_render_wanted(a->render, &a->cache, v, a->o.ring, &keys, &urgent);
     if (n == a->last_n && urgent == a->last_urgent &&
         (n == 0 || memcmp(keys, a->last_want, n * sizeof(*keys)) == 0))

@@ -1,6 +1,7 @@
 /* viewer/cache: see cache.h. */
 #include "cache.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "cs/err.h"
@@ -52,6 +53,8 @@ vw_tile *vw_cache_put(vw_cache *c, vw_tile_result *r, int pinned)
     t->px = r->px;
     r->px = NULL;
     t->state = r->status == 0 && t->px ? VW_TILE_READY : VW_TILE_FAILED;
+    t->fails += t->state == VW_TILE_FAILED;
+    t->retry_ns = INT64_MAX;
     t->w = t->state == VW_TILE_READY ? r->w : 0;
     t->h = t->state == VW_TILE_READY ? r->h : 0;
     t->bytes = r->bytes;
@@ -74,6 +77,13 @@ void vw_cache_fail(vw_cache *c, vw_key key)
     }
     t->state = VW_TILE_FAILED;
     t->w = t->h = 0;
+    t->retry_ns = INT64_MAX;
+}
+
+int vw_cache_wants(vw_cache *c, vw_key key)
+{
+    vw_tile *t = vw_hmap_get(&c->map, key);
+    return !t || (t->state == VW_TILE_FAILED && t->retry_ns <= c->now);
 }
 
 static int by_age(const void *a, const void *b)

@@ -34,6 +34,8 @@ int vw_input_handle(vw_input *in, const SDL_Event *ev, vw_view *v, const vw_geom
         return 1;
     case SDL_MOUSEWHEEL: {
         float dy = ev->wheel.preciseY;
+        if (ev->wheel.direction == SDL_MOUSEWHEEL_FLIPPED)
+            dy = -dy;
         if (dy == 0)
             return 0;
         int mx, my;

@@ -438,7 +438,7 @@ static size_t wanted(vw_render *r, vw_cache *c, const vw_view *v, int ring, size
         for (int64_t row = 0; row < r->g.rows[l]; row++)
             for (int64_t col = 0; col < r->g.cols[l]; col++) {
                 vw_key k = vw_key_make(l, col, row);
-                if (!vw_cache_get(c, k) && push_key(r, &n, k) < 0)
+                if (vw_cache_wants(c, k) && push_key(r, &n, k) < 0)
                     return *n_urgent = n;
             }
     *n_urgent = n; /* the prefetch levels are urgent too */
@@ -465,7 +465,7 @@ static size_t wanted(vw_render *r, vw_cache *c, const vw_view *v, int ring, size
                 if (pass && col >= c0 && col <= c1 && row >= r0 && row <= r1)
                     continue;
                 vw_key k = vw_key_make(z, col, row);
-                if (vw_cache_get(c, k))
+                if (!vw_cache_wants(c, k))
                     continue;
                 vw_tile_rect tr;
                 vw_geom_tile_rect(&r->g, z, col, row, &tr);

@@ -49,8 +49,8 @@ void vw_render_compose(vw_render *r, vw_cache *c, const vw_view *v, uint32_t *fb
 
 /** The tiles to fetch, most wanted first: the prefetch levels, then the
  *  visible target tiles nearest the centre first (these are the first
- *  *n_urgent), then a ring of @p ring tiles around them; tiles already in
- *  @p c are left out.
+ *  *n_urgent), then a ring of @p ring tiles around them; tiles in @p c are
+ *  left out unless due for a retry (vw_cache_wants()).
  *  @return the count; *out points into @p r, valid until the next call. */
 size_t vw_render_wanted(vw_render *r, vw_cache *c, const vw_view *v, int ring, const vw_key **out,
                         size_t *n_urgent);

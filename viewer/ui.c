@@ -97,6 +97,7 @@ int vw_ui_run(vw_app *a)
     while (!in.quit) {
         SDL_Event ev;
         int got = dirty ? SDL_PollEvent(&ev) : SDL_WaitEventTimeout(&ev, 250);
+        int got_any = got || dirty;
         while (got) {
             if (ev.type == a->wake_event) {
                 /* handled below by draining the result queue */
@@ -119,6 +120,8 @@ int vw_ui_run(vw_app *a)
             }
             got = SDL_PollEvent(&ev);
         }
+        if (!got_any)
+            vw_app_publish(a, &v); /* idle: failed tiles may be due for a retry */
         atomic_store(&a->wake_pending, 0);
         if (vw_app_consume(a) > 0)
             dirty = 1;
