@@ -103,10 +103,11 @@ int vw_headless_screenshot(vw_app *a)
     if (run.timed_out) {
         fprintf(stderr,
                 "consilium-view: timed out after %g s with %d of %d tiles of level %d loaded; "
-                "no screenshot written\n",
+                "the screenshot shows coarser levels where they are missing\n",
                 a->o.timeout_s, run.st.n_ready, run.st.n_visible, run.st.level);
         rc = 3;
-    } else {
+    }
+    {
         if (run.st.n_failed)
             fprintf(stderr,
                     "consilium-view: warning: %d of %d tiles failed and are drawn from a coarser "
@@ -126,7 +127,7 @@ int vw_headless_screenshot(vw_app *a)
         }
         if (vw_png_write(a->o.screenshot, fb, v.w, v.h, pitch) < 0) {
             fprintf(stderr, "consilium-view: %s\n", cs_error_last());
-            rc = 1;
+            rc = rc ? rc : 1;
         }
     }
     SDL_DestroyRenderer(ren);

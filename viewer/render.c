@@ -319,6 +319,25 @@ static void draw_rect(const level_ctx *L, int sx0, int sx1, int sy0, int sy1, ui
     }
 }
 
+/* Whether every tile the taps of screen rectangle [sx0, sx1) x [sy0, sy1)
+ * read at level @p L is loaded. Tap tiles grow with the screen position, so
+ * the range is given by the first and last column and row. */
+static int rect_complete(const level_ctx *L, int sx0, int sx1, int sy0, int sy1)
+{
+    if (L->gc1 < L->gc0)
+        return 0;
+    const axis_ent *c0 = &L->cols[sx0], *c1 = &L->cols[sx1 - 1];
+    const axis_ent *r0 = &L->rows[sy0], *r1 = &L->rows[sy1 - 1];
+    int64_t a = c0->ta < c0->core ? c0->ta : c0->core, b = c1->tb > c1->core ? c1->tb : c1->core;
+    int64_t p = r0->ta < r0->core ? r0->ta : r0->core, q = r1->tb > r1->core ? r1->tb : r1->core;
+    int64_t nc = L->gc1 - L->gc0 + 1;
+    for (int64_t row = p; row <= q; row++)
+        for (int64_t col = a; col <= b; col++)
+            if (!L->grid[(row - L->gr0) * nc + (col - L->gc0)].px)
+                return 0;
+    return 1;
+}
+
 /* Runs of equal core tile in an axis table. @return the number of runs. */
 static int spans_of(const axis_ent *e, int n, span *out)
 {
@@ -383,10 +402,13 @@ void vw_render_compose(vw_render *r, vw_cache *c, const vw_view *v, uint32_t *fb
                 covered = 0;
                 continue;
             }
+            /* the base level under it only where the ancestor's taps miss */
+            level_ctx *F = grid(r, c, v, found);
             if (found > r->base && r->base < z &&
-                ready(c, r->base, cs->tile >> (z - r->base), rs->tile >> (z - r->base)))
+                ready(c, r->base, cs->tile >> (z - r->base), rs->tile >> (z - r->base)) &&
+                !rect_complete(F, cs->s, cs->e, rs->s, rs->e))
                 draw_rect(grid(r, c, v, r->base), cs->s, cs->e, rs->s, rs->e, fb, pitch);
-            draw_rect(grid(r, c, v, found), cs->s, cs->e, rs->s, rs->e, fb, pitch);
+            draw_rect(F, cs->s, cs->e, rs->s, rs->e, fb, pitch);
         }
     }
     st->covered = covered;

@@ -177,8 +177,9 @@ def main():
                 np.asarray(Image.open(png)), np.asarray(Image.open(ref)))
             ck.check(same, "URL form %s: exit %d, same image: %s %s" % (form, rc, same, err))
         env_tok = dict(ENV, CONSILIUM_TOKEN=srv.token)
-        p = subprocess.run([VIEW, dzi, "--screenshot", os.path.join(OUT, "env.png"), "--size",
-                            "64x64"], env=env_tok, capture_output=True, text=True, timeout=120)
+        p = subprocess.run([VIEW, dzi, "--screenshot=" + os.path.join(OUT, "env.png"),
+                            "--size=64x64"], env=env_tok, capture_output=True, text=True,
+                           timeout=120)
         ck.check(p.returncode == 0, "token from CONSILIUM_TOKEN: exit %d %s" % (p.returncode,
                                                                                 p.stderr))
 
