@@ -95,8 +95,11 @@ static int get_json(const vw_source *s, const char *path, const char *what, json
     error_text(&b, msg, sizeof(msg));
     int r = 0;
     if (cc != CURLE_OK)
-        r = cs_error_set(CS_EIO, "cannot reach the server at %s: %s", url,
-                         *cerr ? cerr : curl_easy_strerror(cc));
+        r = cs_error_set(CS_EIO, "cannot reach the server at %s: %s%s", url,
+                         *cerr ? cerr : curl_easy_strerror(cc),
+                         cc == CURLE_PEER_FAILED_VERIFICATION
+                             ? " (give the server's CA with --cacert FILE, or --insecure)"
+                             : "");
     else if (status == 401)
         r = cs_error_set(CS_EPERM,
                          s->token && *s->token
