@@ -63,10 +63,8 @@ int vw_ui_run(vw_app *a)
                 a->wake_event == (uint32_t)-1 ? SDL_GetError() : cs_error_last());
         goto out;
     }
-    char title[300];
-    snprintf(title, sizeof(title), "%s - consilium-view", a->src.name);
-    win = SDL_CreateWindow(title, SDL_WINDOWPOS_UNDEFINED, SDL_WINDOWPOS_UNDEFINED, a->o.w, a->o.h,
-                           SDL_WINDOW_RESIZABLE);
+    win = SDL_CreateWindow(a->src.name, SDL_WINDOWPOS_UNDEFINED, SDL_WINDOWPOS_UNDEFINED, a->o.w,
+                           a->o.h, SDL_WINDOW_RESIZABLE);
     if (!win) {
         fprintf(stderr, "consilium-view: cannot open a window: %s\n", SDL_GetError());
         goto out;
