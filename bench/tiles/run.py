@@ -467,7 +467,11 @@ def run_wrk(server, paths, mode, conns, seconds, workdir):
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu0 = cpu_ms(pids)
     thr0 = thread_cpu_ms(server.proc.pid) if server.name == "consilium" else {}
-    p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
+    try:
+        p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(donedir, ignore_errors=True)
+        raise RuntimeError(f"wrk did not end within {seconds + 60:.0f} s")
     pids1 = server.pids()
     # processes born during the run (a respawned worker) count in full
     cpu1 = cpu_ms(pids) + cpu_ms([q for q in pids1 if q not in pids])
@@ -654,8 +658,13 @@ def bench_server(server, geo, args, plan, refs, results):
                 for pth in paths:
                     http_get(server.base() + pth, server.token)
             for conns in args.conns:
-                runs = [run_wrk(server, paths, "hot", conns, args.hot_seconds, args.workdir)
-                        for _ in range(args.repeats)]
+                try:
+                    runs = [run_wrk(server, paths, "hot", conns, args.hot_seconds, args.workdir)
+                            for _ in range(args.repeats)]
+                except RuntimeError as e:
+                    log(f"  {name} (a) c{conns}: FAILED: {e}")
+                    results["errors"].append(f"{name} (a) c{conns}: {e}")
+                    continue
                 m = median_run(runs)
                 m["rss_mib"] = status_kib(server.pids(), "VmHWM") / 1024.0
                 results["runs"].append(dict(scenario="a", server=name, conns=conns, **m))
@@ -681,10 +690,16 @@ def bench_server(server, geo, args, plan, refs, results):
                 try:
                     r = run_wrk(server, paths, "cold", conns, cap, args.workdir)
                     r["rss_mib"] = status_kib(server.pids(), "VmHWM") / 1024.0
+                except RuntimeError as e:
+                    log(f"  {name} ({scen}) c{conns}: FAILED: {e}")
+                    results["errors"].append(f"{name} ({scen}) c{conns}: {e}")
+                    break
                 finally:
                     server.stop()
                 runs.append(r)
                 spent += r["seconds"]
+            if not runs:
+                continue
             m = median_run(runs)
             m["rss_mib"] = max(r["rss_mib"] for r in runs)
             m["seconds"] = statistics.median(r["seconds"] for r in runs)
@@ -834,8 +849,14 @@ def report(results, args):
         bad = {lv: x for lv, x in v.items() if not x["ok"]}
         if bad:
             print(f"WARNING {name}: tiles differ from OpenSlide's pixels at levels {sorted(bad)}: {bad}")
+    print("\nnotes: p50/p99 are per request, without wrk's coordinated-omission correction; CPU is the"
+          " server's whole process tree per tile served. iipsrv gets a single-level copy of the slide and"
+          " makes (c)'s tiles through IIIF with bilinear scaling; Consilium and openslide-python use"
+          " Lanczos-3. wrk shares the 2 cores with the servers.")
     results["ratios"] = ratios
     results["targets"] = targets
+    for e in results["errors"]:
+        print(f"ERROR {e}")
     passed = sum(t["result"] == "PASS" for t in targets)
     print(f"\ntargets: {passed}/{len(targets)} PASS"
           + (f"; MISS: {', '.join(t['target'] + ' ' + t['where'] for t in targets if t['result'] == 'MISS')}"
@@ -926,17 +947,22 @@ def main():
                  "quick": args.quick, "cache_mb": args.cache_mb, "consilium_threads": args.threads,
                  "iipsrv_procs": args.iipsrv_procs, "gunicorn_workers": args.gunicorn_workers,
                  "hot_seconds": args.hot_seconds, "repeats": args.repeats, "walk_cap_s": args.walk_cap,
-                 "cpus": os.cpu_count(), "commit": commit,
+                 "cpus": os.cpu_count(), "commit": commit, "loadavg_start": os.getloadavg(),
                  "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         "plan": {"deep": deep, "made": made, "made_ds": geo.downsample(made), "hot": hot,
                  "n_b": len(cold_b), "n_c": len(cold_c)},
-        "validation": {}, "runs": [],
+        "validation": {}, "runs": [], "errors": [],
     }
 
     servers = []
     if "consilium" in args.servers:
         binary = ensure_consilium(args)
         results["meta"]["consilium_binary"] = os.path.relpath(binary, ROOT)
+        results["meta"]["consilium_binary_built"] = time.strftime(
+            "%Y-%m-%dT%H:%M:%S%z", time.localtime(os.path.getmtime(binary)))
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "core", "codecs"],
+                               capture_output=True, text=True).stdout.strip()
+        results["meta"]["consilium_sources_dirty"] = bool(dirty)
         servers.append(Consilium(args.workdir, binary, args.slide, args.cache_mb, args.threads))
     if "iipsrv" in args.servers:
         one = single_resolution_copy(args.slide, os.path.join(outdir, "big-1level.tiff"))
@@ -953,6 +979,7 @@ def main():
             log(f"bench/tiles: {s.name}")
             bench_server(s, geo, args, plan, refs, results)
         results["meta"]["seconds"] = round(time.time() - t_start, 1)
+        results["meta"]["loadavg_end"] = os.getloadavg()
         report(results, args)
         if args.perf and "consilium" in args.servers:
             results["perf"] = perf_profile(servers[0], geo, args, plan)

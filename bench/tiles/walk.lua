@@ -159,22 +159,35 @@ t0, t1 = 0, 0
 issued, completed, lost, idle = 0, 0, 0, 0
 finished = false
 hist = {}
-local reqs, n, idx = {}, 0, 0
+local reqs, n, idx = {}, 0, nil
 local started, sent_at, sent_idle = false, nil, false
 local exhausted, stopped = false, false
 local idle_req = nil
 local qbuf = ffi.new("int32_t[1]")
 
+local pre, post = nil, nil -- a request is pre .. path .. post
+
 function init(args)
+  -- Keep init cheap: wrk runs every thread's init() in its main thread
+  -- before starting the next thread, so a slow one would let the first
+  -- threads walk alone (and, were the walk over before wrk starts its
+  -- clock, wrk's latency correction divides by zero and spins).
   local headers = {}
   local auth = os.getenv("WALK_AUTH") or ""
   if auth ~= "" then headers["Authorization"] = "Bearer " .. auth end
-  for _, path in ipairs(read_list()) do
-    reqs[#reqs + 1] = wrk.format("GET", path, headers)
-  end
+  local tmpl = wrk.format("GET", "/@WALKPATH@", headers)
+  local at = string.find(tmpl, "/@WALKPATH@", 1, true)
+  pre, post = string.sub(tmpl, 1, at - 1), string.sub(tmpl, at + string.len("/@WALKPATH@"))
+  idle_req = pre .. (os.getenv("WALK_IDLE") or "/") .. post
+end
+
+local function load_list()
+  reqs = read_list() -- paths; requests are made as they are sent
   n = #reqs
-  if mode == "hot" then idx = tid % math.max(n, 1) end
-  idle_req = wrk.format("GET", os.getenv("WALK_IDLE") or "/", headers)
+  if mode == "hot" then
+    idx = tid % math.max(n, 1)
+    for i = 1, n do reqs[i] = pre .. reqs[i] .. post end
+  end
 end
 
 local function next_index()
@@ -209,11 +222,15 @@ local function stop_all()
 end
 
 function delay()
-  local t = now()
   if not started then
+    -- first call, as the connection opens: load the list here, in this
+    -- thread, then hold the first request back 50 ms so that every thread
+    -- is up and wrk's clock runs before the walk starts
     started = true
-    t0 = t
+    load_list()
+    return 50
   end
+  local t = now()
   if sent_at then
     if sent_idle then
       idle = idle + 1
@@ -242,7 +259,8 @@ end
 
 function request()
   -- wrk calls request() once before the run to check it: use up no path
-  if not started then return reqs[1] or idle_req end
+  if not started then return idle_req end
+  if t0 == 0 then t0 = now() end
   if sent_at and not sent_idle then
     -- no delay() since the last request: the connection failed and wrk
     -- reconnected and asks again; that request got no response
@@ -256,10 +274,11 @@ function request()
     issued = issued + 1
     return reqs[idx]
   end
+  if idx == nil and not exhausted then idx = next_index() end -- first request
   if idx and not exhausted then
     sent_idle = false
     issued = issued + 1
-    local r = reqs[idx]
+    local r = pre .. reqs[idx] .. post
     idx = nil
     return r
   end
