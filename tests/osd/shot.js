@@ -7,7 +7,7 @@
 // usage: node shot.js JOB.json RESULT.json
 // JOB.json: {
 //   "nodeModules": dir holding playwright-core,
-//   "chromium": "/usr/bin/chromium",
+//   "chromium": "/usr/bin/chromium", "extraArgs": [more Chromium switches],
 //   "serverOrigin": "http://127.0.0.1:PORT" (responses from it are counted),
 //   "cases": [{"name", "url", "expect": "load"|"fail", "png", "timeoutMs"}]
 // }
@@ -151,7 +151,7 @@ async function main() {
       browser = await chromium.launch({
         executablePath: job.chromium,
         headless: true,
-        args: ARGS,
+        args: ARGS.concat(job.extraArgs || []),
         timeout: 60000,
       });
     } catch (e) {

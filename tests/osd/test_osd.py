@@ -33,6 +33,17 @@ import threading
 import time
 import urllib.parse
 
+
+def _terminated(signum, _frame):
+    # ctest's timeout or a person's ^C: unwind so every finally block ends
+    # the server, the static server and the browser.
+    raise SystemExit("FAIL: stopped by signal %d" % signum)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGINT, _terminated)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import cshelp  # noqa: E402
@@ -159,10 +170,29 @@ class StaticServer:
         self.thread.join(10)
 
 
+def pids_with_arg(arg):
+    """Processes whose command line has arg (exactly) among its arguments."""
+    pids = []
+    want = arg.encode()
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as fh:
+                if want in fh.read().split(b"\0"):
+                    pids.append(int(d))
+        except OSError:
+            pass
+    return pids
+
+
 def run_browser(node, cases, server_origin):
     """Runs shot.js on the cases; returns its result document."""
+    # A switch Chromium ignores, unique to this run: it names the browser
+    # processes this run started, to end them should the driver die first.
+    marker = "--consilium-osd-run=%d-%d" % (os.getpid(), time.time_ns())
     job = {"nodeModules": os.path.join(NPM_DIR, "node_modules"), "chromium": CHROMIUM,
-           "serverOrigin": server_origin, "cases": cases}
+           "serverOrigin": server_origin, "cases": cases, "extraArgs": [marker]}
     job_path = os.path.join(OUT, "job.json")
     res_path = os.path.join(OUT, "result.json")
     with open(job_path, "w") as fh:
@@ -190,6 +220,16 @@ def run_browser(node, cases, server_origin):
             pass
         if proc.poll() is None:
             proc.wait()
+        # playwright starts Chromium in a process group of its own and ends
+        # it when the driver exits normally or on SIGTERM; after a SIGKILL
+        # end it here: the group of each process carrying this run's marker.
+        for pid in pids_with_arg(marker):
+            log("ending Chromium left behind: pid %d" % pid)
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
     if not os.path.exists(res_path):
         return {"ok": False, "error": "shot.js wrote no result (exit %s)" % proc.returncode,
                 "cases": []}
@@ -370,7 +410,7 @@ def main():
         bad = {k: v for k, v in resp.items() if not k.split()[1].startswith("2")}
         c.check(not bad, "%s: server answered with errors: %s" % (name, bad))
         gets = resp.get("GET 200", 0)
-        # One descriptor + every tile; preflights (OPTIONS 204) for XHR.
+        # One descriptor + every tile.
         c.check(gets >= st.get("tileLoaded", 0) + 1,
                 "%s: %d GET 200 for %d tiles" % (name, gets, st.get("tileLoaded", 0)))
         # How the token travelled. (Chromium does not show CORS preflights
@@ -461,6 +501,10 @@ def main():
         if os.path.exists(png):
             ok, stats = not_blank(load_png(png))
             c.check(not ok, "%s: the failed viewer is not judged blank: %s" % (name, stats))
+    log("resemblance (screenshot vs OpenSlide, luma): name, corr, PSNR dB, "
+        "registered corr, registered PSNR dB")
+    for name, f in figures.items():
+        log("  %-14s %.4f %6.2f  %.4f %6.2f" % ((name,) + f))
     log("screenshots in %s (%.1f s)" % (OUT, time.time() - t_start))
     c.finish()
 
@@ -483,5 +527,14 @@ def _dims():
 OPENSLIDE_DIMS = {}
 
 if __name__ == "__main__":
-    OPENSLIDE_DIMS.update(_dims())
-    main()
+    try:
+        OPENSLIDE_DIMS.update(_dims())
+        main()
+    except SystemExit:
+        raise
+    except Exception as e:  # a broken setup is a failure with a reason
+        import traceback
+        traceback.print_exc()
+        log("FAIL: %s: %s" % (type(e).__name__, e))
+        print("0 passed, 1 failed")
+        sys.exit(1)
