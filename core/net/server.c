@@ -272,6 +272,9 @@ typedef struct {
 
 static void add_common_headers(request *rq, struct MHD_Response *resp)
 {
+    /* Responses depend on the token: a browser must not replay a cached
+     * tile to a request that carries another (or a revoked) token. */
+    MHD_add_response_header(resp, "Vary", "Authorization");
     MHD_add_response_header(resp, "Access-Control-Allow-Origin", rq->srv->cors);
     MHD_add_response_header(resp, "Access-Control-Expose-Headers", "ETag, X-Tile-Source");
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");

@@ -190,6 +190,8 @@ with cshelp.Server([work]) as srv:
     st, hdr, body = raw(srv, "/slides/good_files/12/3_3.jpeg")
     etag = hdr.get("ETag")
     ck.check(st == 200 and etag and "private" in hdr.get("Cache-Control", ""), "ETag and Cache-Control")
+    ck.check("Authorization" in hdr.get("Vary", ""),
+             "Vary: Authorization, so browser caches never replay a tile to another token")
     st, _, body = raw(srv, "/slides/good_files/12/3_3.jpeg", headers={"If-None-Match": etag})
     ck.check(st == 304 and body == b"", "If-None-Match gives 304 (%d)" % st)
     st, hdr, _ = raw(srv, "/slides/good_files/12/3_3.jpeg", method="OPTIONS", token=False,
