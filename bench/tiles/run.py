@@ -252,6 +252,12 @@ class Server:
                     os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        # this process is their subreaper (see main): reap what ended
+        for p in tree[1:]:
+            try:
+                os.waitpid(p, os.WNOHANG)
+            except ChildProcessError:
+                pass
         if self in LIVE:
             LIVE.remove(self)
         self.proc = None
@@ -730,6 +736,7 @@ def perf_profile(server, geo, args, plan):
         paths = [server.tile_path(geo, level, c, r) for (c, r) in tiles]
         server.start()
         data = os.path.join(args.workdir, f"perf-{scen}.data")
+        perf = None
         try:
             perf = subprocess.Popen(["perf", "record", "-F", "1999", "-p", str(server.proc.pid),
                                      "-o", data], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -738,6 +745,9 @@ def perf_profile(server, geo, args, plan):
             perf.send_signal(signal.SIGINT)
             perf.wait(timeout=30)
         finally:
+            if perf and perf.poll() is None:
+                perf.kill()
+                perf.wait()
             server.stop()
         lines = []
         for sort, limit in (("dso", "0.5"), ("dso,sym", "0.7")):
@@ -913,7 +923,6 @@ def main():
     outdir = os.path.join(ROOT, "build", "bench", "tiles")
     os.makedirs(outdir, exist_ok=True)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    args.workdir = tempfile.mkdtemp(prefix="bench-tiles-")
 
     t_start = time.time()
     geo = Geometry(args.slide)
@@ -954,27 +963,35 @@ def main():
         "validation": {}, "runs": [], "errors": [],
     }
 
-    servers = []
-    if "consilium" in args.servers:
-        binary = ensure_consilium(args)
-        results["meta"]["consilium_binary"] = os.path.relpath(binary, ROOT)
-        results["meta"]["consilium_binary_built"] = time.strftime(
-            "%Y-%m-%dT%H:%M:%S%z", time.localtime(os.path.getmtime(binary)))
-        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "core", "codecs"],
-                               capture_output=True, text=True).stdout.strip()
-        results["meta"]["consilium_sources_dirty"] = bool(dirty)
-        servers.append(Consilium(args.workdir, binary, args.slide, args.cache_mb, args.threads))
-    if "iipsrv" in args.servers:
-        one = single_resolution_copy(args.slide, os.path.join(outdir, "big-1level.tiff"))
-        servers.append(IIPSrv(args.workdir, one, args.cache_mb, args.iipsrv_procs))
-    if "openslide" in args.servers:
-        servers.append(OpenSlidePy(args.workdir, args.slide, args.gunicorn_workers))
+    # Orphaned server processes (FastCGI backends whose lighttpd has exited)
+    # become our children, so stop() can reap them instead of leaving zombies.
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
 
     def on_signal(sig, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+    args.workdir = tempfile.mkdtemp(prefix="bench-tiles-")
+    servers = []
     try:
+        if "consilium" in args.servers:
+            binary = ensure_consilium(args)
+            results["meta"]["consilium_binary"] = os.path.relpath(binary, ROOT)
+            results["meta"]["consilium_binary_built"] = time.strftime(
+                "%Y-%m-%dT%H:%M:%S%z", time.localtime(os.path.getmtime(binary)))
+            dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "core", "codecs"],
+                                   capture_output=True, text=True).stdout.strip()
+            results["meta"]["consilium_sources_dirty"] = bool(dirty)
+            servers.append(Consilium(args.workdir, binary, args.slide, args.cache_mb, args.threads))
+        if "iipsrv" in args.servers:
+            one = single_resolution_copy(args.slide, os.path.join(outdir, "big-1level.tiff"))
+            servers.append(IIPSrv(args.workdir, one, args.cache_mb, args.iipsrv_procs))
+        if "openslide" in args.servers:
+            servers.append(OpenSlidePy(args.workdir, args.slide, args.gunicorn_workers))
         for s in servers:
             log(f"bench/tiles: {s.name}")
             bench_server(s, geo, args, plan, refs, results)
