@@ -94,6 +94,48 @@ int cs_jpeg_decode_rgb(cs_jpeg *j, uint8_t *dst, size_t dst_stride, const uint8_
     return 0;
 }
 
+int cs_jpeg_is_yuv420(cs_jpeg *j, const uint8_t *data, size_t len)
+{
+    int w, h, sub, cs;
+    if (tjDecompressHeader3(j->dec, data, (unsigned long)len, &w, &h, &sub, &cs) != 0)
+        return cs_error_set(CS_EFORMAT, "not a JPEG image: %s", tjGetErrorStr2(j->dec));
+    return sub == TJSAMP_420 && cs == TJCS_YCbCr;
+}
+
+int cs_jpeg_decode_yuv420(cs_jpeg *j, uint8_t *const planes[3], const int strides[3],
+                          const uint8_t *data, size_t len, int denom)
+{
+    int w, h;
+    if (denom != 1 && denom != 2 && denom != 4 && denom != 8)
+        return cs_error_set(CS_EINVAL, "JPEG scale 1/%d unsupported", denom);
+    int r = cs_jpeg_size(j, data, len, &w, &h);
+    if (r < 0)
+        return r;
+    int sw = (w + denom - 1) / denom, sh = (h + denom - 1) / denom;
+    unsigned char *p[3] = {planes[0], planes[1], planes[2]};
+    if (tjDecompressToYUVPlanes(j->dec, data, (unsigned long)len, p, sw, (int *)strides, sh, 0) !=
+            0 &&
+        tjGetErrorCode(j->dec) == TJERR_FATAL)
+        return cs_error_set(CS_EFORMAT, "JPEG decode failed: %s", tjGetErrorStr2(j->dec));
+    return 0;
+}
+
+int cs_jpeg_encode_yuv420(cs_jpeg *j, cs_buf **out, const uint8_t *const planes[3],
+                          const int strides[3], int w, int h, int quality)
+{
+    if (w <= 0 || h <= 0 || quality < 1 || quality > 100)
+        return cs_error_set(CS_EINVAL, "bad JPEG encode request %dx%d q%d", w, h, quality);
+    const unsigned char *p[3] = {planes[0], planes[1], planes[2]};
+    unsigned char *data = NULL;
+    unsigned long size = 0;
+    if (tjCompressFromYUVPlanes(j->enc, p, w, strides, h, TJSAMP_420, &data, &size, quality, 0) !=
+        0) {
+        tjFree(data);
+        return cs_error_set(CS_EFORMAT, "JPEG encode failed: %s", tjGetErrorStr2(j->enc));
+    }
+    return take_output(out, data, size);
+}
+
 int cs_jpeg_crop(cs_jpeg *j, cs_buf **out, const uint8_t *data, size_t len, int w, int h)
 {
     tjtransform xf;

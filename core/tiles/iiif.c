@@ -1,11 +1,12 @@
 /* IIIF Image API 3.0: region, size, rotation and quality.format parsing. */
+#include "cs/iiif.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cs/err.h"
-#include "cs/iiif.h"
 
 /* Parse exactly @p n comma-separated non-negative numbers (decimals if
  * @p decimals) filling the whole string. */
@@ -31,8 +32,8 @@ static int parse_list(const char *s, double *v, int n, int decimals)
 }
 
 int cs_iiif_parse(cs_iiif_request *out, int64_t width, int64_t height, const char *region,
-                  const char *size, const char *rotation, const char *quality_format,
-                  int max_width, int max_height, int64_t max_area)
+                  const char *size, const char *rotation, const char *quality_format, int max_width,
+                  int max_height, int64_t max_area)
 {
     double v[4];
     int64_t x, y, w, h;
@@ -54,8 +55,8 @@ int cs_iiif_parse(cs_iiif_request *out, int64_t width, int64_t height, const cha
     if (w <= 0 || h <= 0)
         return cs_error_set(CS_EINVAL, "IIIF region '%s' has zero width or height", region);
     if (x >= width || y >= height)
-        return cs_error_set(CS_ERANGE, "IIIF region '%s' lies outside the %lldx%lld image",
-                            region, (long long)width, (long long)height);
+        return cs_error_set(CS_ERANGE, "IIIF region '%s' lies outside the %lldx%lld image", region,
+                            (long long)width, (long long)height);
     if (x + w > width)
         w = width - x;
     if (y + h > height)
@@ -118,8 +119,8 @@ int cs_iiif_parse(cs_iiif_request *out, int64_t width, int64_t height, const cha
     if (ow < 1 || oh < 1)
         return cs_error_set(CS_ERANGE, "IIIF size '%s' gives an empty image", size);
     if (!up && (ow > w || oh > h))
-        return cs_error_set(CS_EINVAL,
-                            "IIIF size '%s' is larger than the region; use ^ to upscale", size);
+        return cs_error_set(CS_EINVAL, "IIIF size '%s' is larger than the region; use ^ to upscale",
+                            size);
     if ((max_width > 0 && ow > max_width) || (max_height > 0 && oh > max_height) ||
         (max_area > 0 && ow * oh > (double)max_area))
         return cs_error_set(CS_ETOOBIG, "IIIF size %.0fx%.0f exceeds the server's maximum %dx%d",

@@ -24,4 +24,9 @@ CS_INTERNAL int cs_resample_rgb(uint8_t *dst, size_t dst_stride, int dw, int dh,
                                 size_t src_stride, int src_w, int src_h, double sx, double sy,
                                 double sw, double sh);
 
+/* The same for one 8-bit plane (Y, Cb or Cr). */
+CS_INTERNAL int cs_resample_plane(uint8_t *dst, size_t dst_stride, int dw, int dh,
+                                  const uint8_t *src, size_t src_stride, int src_w, int src_h,
+                                  double sx, double sy, double sw, double sh);
+
 #endif

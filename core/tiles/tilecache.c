@@ -3,12 +3,13 @@
  * 64 shards, chosen by the key's hash, each a small open hash table plus an
  * LRU list under its own mutex; the byte budget is split evenly. No lock is
  * held while a tile is produced or sent. */
+#include "cs/tilecache.h"
+
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cs/err.h"
-#include "cs/tilecache.h"
 
 #define NSHARDS 64
 
@@ -33,6 +34,10 @@ struct cs_tilecache {
     size_t shard_budget;
     shard shards[NSHARDS];
 };
+
+/* The shard comes from the top bits and the bucket from the low bits, so
+ * that the entries of one shard spread over all its buckets. */
+#define SHARD_OF(h) ((h) >> 58)
 
 static uint64_t hash_key(const char *s)
 {
@@ -145,7 +150,7 @@ static void grow(shard *s)
 int cs_tilecache_get(cs_tilecache *c, const char *key, cs_buf **out)
 {
     uint64_t h = hash_key(key);
-    shard *s = &c->shards[h % NSHARDS];
+    shard *s = &c->shards[SHARD_OF(h)];
     pthread_mutex_lock(&s->lock);
     entry *e = find(s, h, key);
     if (e) {
@@ -167,7 +172,7 @@ int cs_tilecache_put(cs_tilecache *c, const char *key, cs_buf *value)
     if (cost > c->shard_budget)
         return 0; /* too big to cache (or caching disabled) */
     uint64_t h = hash_key(key);
-    shard *s = &c->shards[h % NSHARDS];
+    shard *s = &c->shards[SHARD_OF(h)];
     entry *e = malloc(sizeof(entry) + klen + 1);
     if (!e)
         return cs_error_set(CS_ENOMEM, "out of memory caching a tile");

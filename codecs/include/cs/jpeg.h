@@ -33,6 +33,21 @@ CS_API int cs_jpeg_size(cs_jpeg *j, const uint8_t *data, size_t len, int *w, int
 CS_API int cs_jpeg_decode_rgb(cs_jpeg *j, uint8_t *dst, size_t dst_stride, const uint8_t *data,
                               size_t len, int denom);
 
+/** 1 when the image is YCbCr with 4:2:0 chroma (the planes
+ *  cs_jpeg_decode_yuv420() gives), else 0; CS_EFORMAT when not a JPEG. */
+CS_API int cs_jpeg_is_yuv420(cs_jpeg *j, const uint8_t *data, size_t len);
+
+/** Decode a YCbCr 4:2:0 JPEG at 1/@p denom into caller planes, without
+ *  chroma upsampling or colour conversion: Y is ceil(w/denom) x
+ *  ceil(h/denom), Cb and Cr half that (rounded up). @p strides in bytes. */
+CS_API int cs_jpeg_decode_yuv420(cs_jpeg *j, uint8_t *const planes[3], const int strides[3],
+                                 const uint8_t *data, size_t len, int denom);
+
+/** Encode Y, Cb, Cr planes (Cb and Cr at half size, rounded up) as a 4:2:0
+ *  JPEG at @p quality. @param out receives a new buffer. */
+CS_API int cs_jpeg_encode_yuv420(cs_jpeg *j, cs_buf **out, const uint8_t *const planes[3],
+                                 const int strides[3], int w, int h, int quality);
+
 /** Lossless crop to the top-left @p w x @p h (jpegtran -crop WxH+0+0): for
  *  edge tiles that pass through. @param out receives a new buffer. */
 CS_API int cs_jpeg_crop(cs_jpeg *j, cs_buf **out, const uint8_t *data, size_t len, int w, int h);
