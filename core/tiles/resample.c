@@ -167,12 +167,13 @@ static int periodic_run(const int *bounds, const int32_t *kk, int ksize, int n, 
  * weights with a source step @p step: one sequential sweep splits the row
  * into per-channel, per-phase byte planes, then every tap is one contiguous
  * multiply-add. */
-static void hpass_row(uint8_t *out, const uint8_t *row, int nch, int src_w, int dw, const int *bx,
-                      const int32_t *wx, int kx, int lo, int hi, int step, int32_t *acc,
-                      uint8_t *plane, size_t per)
+static void hpass_row(uint8_t *out, const uint8_t *row, int c0, int nch, int src_w, int dw,
+                      const int *bx, const int32_t *wx, int kx, int lo, int hi, int step,
+                      int32_t *acc, uint8_t *plane, size_t per)
 {
+    /* @p row starts at source column @p c0; bx[] counts from column 0 */
     if (hi > lo) {
-        int n = hi - lo, taps = bx[2 * lo + 1], s0 = bx[2 * lo];
+        int n = hi - lo, taps = bx[2 * lo + 1], s0 = bx[2 * lo] - c0;
         int end = s0 + (int)per * step;
         if (end > src_w)
             end = src_w;
@@ -201,7 +202,7 @@ static void hpass_row(uint8_t *out, const uint8_t *row, int nch, int src_w, int 
         }
         const int32_t *k = wx + (size_t)x * kx;
         for (int c = 0; c < nch; c++) {
-            const uint8_t *p = row + (size_t)bx[2 * x] * nch + c;
+            const uint8_t *p = row + (size_t)(bx[2 * x] - c0) * nch + c;
             int32_t a = 1 << (PRECISION_BITS - 1);
             for (int i = 0; i < bx[2 * x + 1]; i++, p += nch)
                 a += k[i] * *p;
@@ -210,25 +211,78 @@ static void hpass_row(uint8_t *out, const uint8_t *row, int nch, int src_w, int 
     }
 }
 
-/* Coefficients for one axis, memoised per thread for the last few
- * geometries: every interior tile of a level asks for the same ones. */
+/* Coefficients for one axis. A cs_resample_cache keeps the last few sets:
+ * every interior tile of a level asks for the same ones, and computing
+ * them (two sin() per tap) would cost a fifth of a made tile. */
 typedef struct {
     int in_size, out_size;
     double in0, in1;
     int *bounds;
     int32_t *kk;
     int ksize;
+    uint64_t used;
 } coeffs;
 
-static int get_coeffs(coeffs *c, int in_size, double in0, double in1, int out_size)
+#define CACHE_SETS 8
+
+struct cs_resample_cache {
+    coeffs sets[CACHE_SETS];
+    uint64_t clock;
+};
+
+int cs_resample_cache_new(cs_resample_cache **out)
 {
-    c->in_size = in_size, c->out_size = out_size, c->in0 = in0, c->in1 = in1;
-    return precompute(&c->bounds, &c->kk, &c->ksize, in_size, in0, in1, out_size);
+    *out = calloc(1, sizeof(cs_resample_cache));
+    return *out ? 0 : cs_error_set(CS_ENOMEM, "out of memory");
 }
 
-static int resample(uint8_t *dst, size_t dst_stride, int dw, int dh, const uint8_t *src,
-                    size_t src_stride, int src_w, int src_h, int nch, double sx, double sy,
-                    double sw, double sh)
+void cs_resample_cache_free(cs_resample_cache *c)
+{
+    if (!c)
+        return;
+    for (int i = 0; i < CACHE_SETS; i++) {
+        free(c->sets[i].bounds);
+        free(c->sets[i].kk);
+    }
+    free(c);
+}
+
+/* Borrowed from @p cache (valid until its next lookup but one: a resample
+ * asks for two sets), or owned by @p tmp when there is no cache. */
+static const coeffs *get_coeffs(cs_resample_cache *cache, coeffs *tmp, int in_size, double in0,
+                                double in1, int out_size)
+{
+    coeffs *c = tmp;
+    if (cache) {
+        coeffs *victim = &cache->sets[0];
+        for (int i = 0; i < CACHE_SETS; i++) {
+            coeffs *e = &cache->sets[i];
+            if (e->bounds && e->in_size == in_size && e->out_size == out_size && e->in0 == in0 &&
+                e->in1 == in1) {
+                e->used = ++cache->clock;
+                return e;
+            }
+            if (e->used < victim->used)
+                victim = e;
+        }
+        free(victim->bounds);
+        free(victim->kk);
+        c = victim;
+        c->used = ++cache->clock;
+    }
+    c->bounds = NULL;
+    c->kk = NULL;
+    c->in_size = in_size, c->out_size = out_size, c->in0 = in0, c->in1 = in1;
+    if (precompute(&c->bounds, &c->kk, &c->ksize, in_size, in0, in1, out_size) < 0) {
+        c->bounds = NULL;
+        return NULL;
+    }
+    return c;
+}
+
+static int resample(cs_resample_cache *cache, uint8_t *dst, size_t dst_stride, int dw, int dh,
+                    const uint8_t *src, size_t src_stride, int src_w, int src_h, int nch, double sx,
+                    double sy, double sw, double sh)
 {
     if (is_int(sx) && is_int(sy) && fabs(sw - dw) < 1e-9 && fabs(sh - dh) < 1e-9 &&
         (int)nearbyint(sx) + dw <= src_w && (int)nearbyint(sy) + dh <= src_h) {
@@ -238,14 +292,17 @@ static int resample(uint8_t *dst, size_t dst_stride, int dw, int dh, const uint8
                    src + (size_t)(y0 + y) * src_stride + (size_t)x0 * nch, (size_t)dw * nch);
         return 0;
     }
-    coeffs cx = {0}, cy = {0};
+    coeffs tx = {0}, ty = {0};
     int32_t *acc = NULL;
     uint8_t *tmp = NULL, *plane = NULL;
-    int r = get_coeffs(&cx, src_w, sx, sx + sw, dw);
-    if (r == 0)
-        r = get_coeffs(&cy, src_h, sy, sy + sh, dh);
-    if (r < 0)
+    int r = 0;
+    const coeffs *pcx = get_coeffs(cache, &tx, src_w, sx, sx + sw, dw);
+    const coeffs *pcy = pcx ? get_coeffs(cache, &ty, src_h, sy, sy + sh, dh) : NULL;
+    if (!pcx || !pcy) {
+        r = cs_error_set(CS_ENOMEM, "out of memory resampling");
         goto done;
+    }
+    const coeffs cx = *pcx, cy = *pcy;
     /* Vertical pass first, over just the columns the horizontal taps read:
      * rows are contiguous, so it vectorises, and the horizontal pass then
      * runs on dh rows instead of the source's. (Pillow goes the other way;
@@ -282,34 +339,32 @@ static int resample(uint8_t *dst, size_t dst_stride, int dw, int dh, const uint8
             mac_u8(acc, src + (size_t)(by[2 * y] + i) * src_stride + (size_t)c0 * nch, k[i], ts);
         store_clip(tmp + (size_t)y * ts, 1, acc, ts);
     }
-    /* the horizontal bounds, relative to column c0 */
-    int *rb = cx.bounds;
-    for (int x = 0; x < dw; x++)
-        rb[2 * x] -= c0;
     for (int y = 0; y < dh; y++)
-        hpass_row(dst + (size_t)y * dst_stride, tmp + (size_t)y * ts, nch, tw, dw, rb, cx.kk,
+        hpass_row(dst + (size_t)y * dst_stride, tmp + (size_t)y * ts, c0, nch, tw, dw, bx, cx.kk,
                   cx.ksize, lo, hi, step, acc, plane, per);
 done:
     free(tmp);
     free(acc);
     free(plane);
-    free(cx.bounds);
-    free(cx.kk);
-    free(cy.bounds);
-    free(cy.kk);
+    free(tx.bounds);
+    free(tx.kk);
+    free(ty.bounds);
+    free(ty.kk);
     return r;
 }
 
-int cs_resample_rgb(uint8_t *dst, size_t dst_stride, int dw, int dh, const uint8_t *src,
-                    size_t src_stride, int src_w, int src_h, double sx, double sy, double sw,
-                    double sh)
+int cs_resample_rgb(cs_resample_cache *cache, uint8_t *dst, size_t dst_stride, int dw, int dh,
+                    const uint8_t *src, size_t src_stride, int src_w, int src_h, double sx,
+                    double sy, double sw, double sh)
 {
-    return resample(dst, dst_stride, dw, dh, src, src_stride, src_w, src_h, 3, sx, sy, sw, sh);
+    return resample(cache, dst, dst_stride, dw, dh, src, src_stride, src_w, src_h, 3, sx, sy, sw,
+                    sh);
 }
 
-int cs_resample_plane(uint8_t *dst, size_t dst_stride, int dw, int dh, const uint8_t *src,
-                      size_t src_stride, int src_w, int src_h, double sx, double sy, double sw,
-                      double sh)
+int cs_resample_plane(cs_resample_cache *cache, uint8_t *dst, size_t dst_stride, int dw, int dh,
+                      const uint8_t *src, size_t src_stride, int src_w, int src_h, double sx,
+                      double sy, double sw, double sh)
 {
-    return resample(dst, dst_stride, dw, dh, src, src_stride, src_w, src_h, 1, sx, sy, sw, sh);
+    return resample(cache, dst, dst_stride, dw, dh, src, src_stride, src_w, src_h, 1, sx, sy, sw,
+                    sh);
 }

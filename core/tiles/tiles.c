@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,8 +20,10 @@
 
 #define MAX_DZ_LEVELS 64
 
+/* Per-thread state: TurboJPEG handles and resampling coefficients. */
 typedef struct codec_node {
     cs_jpeg *jpeg;
+    cs_resample_cache *coeffs;
     struct codec_node *next;
 } codec_node;
 
@@ -35,13 +38,15 @@ struct cs_tiles {
     codec_node *codecs;
 };
 
-static cs_jpeg *thread_codec(cs_tiles *t)
+static codec_node *thread_state(cs_tiles *t)
 {
     codec_node *n = pthread_getspecific(t->key);
     if (n)
-        return n->jpeg;
+        return n;
     n = calloc(1, sizeof(*n));
-    if (!n || cs_jpeg_new(&n->jpeg) < 0) {
+    if (!n || cs_jpeg_new(&n->jpeg) < 0 || cs_resample_cache_new(&n->coeffs) < 0) {
+        if (n)
+            cs_jpeg_free(n->jpeg);
         free(n);
         return NULL;
     }
@@ -50,7 +55,19 @@ static cs_jpeg *thread_codec(cs_tiles *t)
     t->codecs = n;
     pthread_mutex_unlock(&t->codecs_lock);
     pthread_setspecific(t->key, n);
-    return n->jpeg;
+    return n;
+}
+
+static cs_jpeg *thread_codec(cs_tiles *t)
+{
+    codec_node *n = thread_state(t);
+    return n ? n->jpeg : NULL;
+}
+
+static cs_resample_cache *thread_coeffs(cs_tiles *t)
+{
+    codec_node *n = thread_state(t);
+    return n ? n->coeffs : NULL;
 }
 
 int cs_tiles_new(cs_tiles **out, cs_slide *slide, const cs_tiles_opts *opts)
@@ -108,6 +125,7 @@ void cs_tiles_free(cs_tiles *t)
     while (n) {
         codec_node *next = n->next;
         cs_jpeg_free(n->jpeg);
+        cs_resample_cache_free(n->coeffs);
         free(n);
         n = next;
     }
@@ -334,20 +352,27 @@ static int render_level(cs_tiles *t, uint8_t *dst, size_t stride, int ow, int oh
     }
     if (r == 0) {
         double fx = (double)g.d * g.kx, fy = (double)g.d * g.ky;
-        r = cs_resample_rgb(dst, stride, ow, oh, g.canvas, (size_t)g.rw * 3, g.rw, g.rh,
-                            (lx - ox) / fx, (ly - oy) / fy, lw / fx, lh / fy);
+        r = cs_resample_rgb(thread_coeffs(t), dst, stride, ow, oh, g.canvas, (size_t)g.rw * 3, g.rw,
+                            g.rh, (lx - ox) / fx, (ly - oy) / fy, lw / fx, lh / fy);
     }
     free(g.canvas);
     free(g.acc);
     return r;
 }
 
+/* Where a tile's pixels come from: a fractional rectangle of one level. */
+typedef struct {
+    int level;
+    double lx, ly, lw, lh;
+    int l0_origin; /* see render_level() */
+} level_rect;
+
 /* The DeepZoom tile whose level-ds rectangle is (zx, zy, zw, zh), computed
  * with DeepZoomGenerator's own double arithmetic (_get_tile_info): the level
  * OpenSlide picks, l = ds/lds * z, l0 = (int)(lds * l), size =
  * min(ceil(ds/lds * zsize), level size - ceil(l)), so that the read lands on
  * the very same level-0 point even where float error makes it 1 px short. */
-static int render_dzg(cs_tiles *t, uint8_t *rgb, int64_t zx, int64_t zy, int zw, int zh, double ds)
+static int dzg_rect(cs_tiles *t, level_rect *out, int64_t zx, int64_t zy, int zw, int zh, double ds)
 {
     int level = cs_slide_best_level(t->slide, ds);
     cs_slide_level l;
@@ -359,13 +384,14 @@ static int render_dzg(cs_tiles *t, uint8_t *rgb, int64_t zx, int64_t zy, int zw,
     double lh = fmin(ceil(lz * zh), (double)(l.height - (int64_t)ceil(ly)));
     if (lw <= 0 || lh <= 0)
         return cs_error_set(CS_ERANGE, "tile outside the slide");
-    return render_level(t, rgb, (size_t)zw * 3, zw, zh, level, l0x / lds, l0y / lds, lw, lh, 1);
+    *out = (level_rect){level, l0x / lds, l0y / lds, lw, lh, 1};
+    return 0;
 }
 
 /* A level-0 rectangle scaled to ow x oh (IIIF): the level OpenSlide picks
  * for the smaller of the two scales, the exact fractional rectangle. */
-static int render_region(cs_tiles *t, uint8_t *rgb, int64_t x, int64_t y, int64_t w, int64_t h,
-                         int ow, int oh)
+static int region_rect(cs_tiles *t, level_rect *out, int64_t x, int64_t y, int64_t w, int64_t h,
+                       int ow, int oh)
 {
     double ds = fmin((double)w / ow, (double)h / oh);
     int level = cs_slide_best_level(t->slide, ds);
@@ -379,7 +405,155 @@ static int render_region(cs_tiles *t, uint8_t *rgb, int64_t x, int64_t y, int64_
         lh = l.height - ly;
     if (lw <= 0 || lh <= 0)
         return cs_error_set(CS_ERANGE, "region outside the slide");
-    return render_level(t, rgb, (size_t)ow * 3, ow, oh, level, lx, ly, lw, lh, 0);
+    *out = (level_rect){level, lx, ly, lw, lh, 0};
+    return 0;
+}
+
+static int render_rect(cs_tiles *t, uint8_t *rgb, const level_rect *r, int ow, int oh)
+{
+    return render_level(t, rgb, (size_t)ow * 3, ow, oh, r->level, r->lx, r->ly, r->lw, r->lh,
+                        r->l0_origin);
+}
+
+/* ---- made tiles in YCbCr ----
+ *
+ * Stored tiles are nearly always YCbCr 4:2:0. Then a tile is made without
+ * leaving that space: decoded to Y, Cb, Cr planes (no chroma upsampling, no
+ * colour conversion), Lanczos on Y at full size and on the chroma planes at
+ * half size, encoded straight from the planes: a third of the resampling and
+ * no conversions. Luma is linear in RGB, so luma matches the RGB path. Any
+ * condition not met (other subsampling, an odd origin, a reduce factor left
+ * after the DCT, a thumbnail) answers CS_ENOTFOUND and the RGB path runs. */
+
+typedef struct {
+    uint8_t *p[3];
+    int w[3], h[3];
+} planes;
+
+static void planes_free(planes *pl)
+{
+    for (int i = 0; i < 3; i++)
+        free(pl->p[i]);
+}
+
+/* Planes for a w x h image; with @p even, Y is padded to even sizes as
+ * TurboJPEG's 4:2:0 plane functions read and write it (tjPlaneWidth/Height). */
+static int planes_alloc(planes *pl, int w, int h, int fill, int even)
+{
+    memset(pl, 0, sizeof(*pl));
+    for (int i = 0; i < 3; i++) {
+        pl->w[i] = i ? (w + 1) / 2 : (even ? (w + 1) & ~1 : w);
+        pl->h[i] = i ? (h + 1) / 2 : (even ? (h + 1) & ~1 : h);
+        pl->p[i] = malloc((size_t)pl->w[i] * pl->h[i]);
+        if (!pl->p[i]) {
+            planes_free(pl);
+            return cs_error_set(CS_ENOMEM, "out of memory for %dx%d planes", w, h);
+        }
+        if (fill)
+            memset(pl->p[i], i ? 128 : 255, (size_t)pl->w[i] * pl->h[i]); /* white */
+    }
+    return 0;
+}
+
+/* Copy plane data of a tile whose Y origin is (px, py) into the canvas
+ * whose Y origin is (x0, y0); all even, so chroma lands on whole samples. */
+static void put_planes(planes *cv, const planes *tile, int64_t px, int64_t py, int64_t x0,
+                       int64_t y0)
+{
+    for (int i = 0; i < 3; i++) {
+        int sh = i ? 1 : 0;
+        int64_t ox = (px - x0) >> sh, oy = (py - y0) >> sh;
+        int64_t ax = ox > 0 ? ox : 0, ay = oy > 0 ? oy : 0;
+        int64_t bx = ox + tile->w[i] < cv->w[i] ? ox + tile->w[i] : cv->w[i];
+        int64_t by = oy + tile->h[i] < cv->h[i] ? oy + tile->h[i] : cv->h[i];
+        for (int64_t y = ay; y < by; y++)
+            memcpy(cv->p[i] + (size_t)y * cv->w[i] + ax,
+                   tile->p[i] + (size_t)(y - oy) * tile->w[i] + (ax - ox), (size_t)(bx - ax));
+    }
+}
+
+static int make_yuv(cs_tiles *t, cs_buf **out, const level_rect *r, int ow, int oh)
+{
+    cs_slide_level l;
+    cs_slide_get_level(t->slide, r->level, &l);
+    if (l.raw != CS_SLIDE_RAW_JPEG || ow * oh < 64 * 64)
+        return CS_ENOTFOUND;
+    cs_jpeg *j = thread_codec(t);
+    if (!j)
+        return cs_error_set(CS_ENOMEM, "cannot create JPEG codec");
+    int64_t ix0 = (int64_t)floor(r->lx + 1e-9), iy0 = (int64_t)floor(r->ly + 1e-9);
+    int64_t ix1 = (int64_t)ceil(r->lx + r->lw - 1e-9), iy1 = (int64_t)ceil(r->ly + r->lh - 1e-9);
+    if (ix1 > l.width)
+        ix1 = l.width;
+    if (iy1 > l.height)
+        iy1 = l.height;
+    if (ix1 <= ix0 || iy1 <= iy0)
+        return CS_ENOTFOUND;
+    int rx = (int)((ix1 - ix0) / (double)ow / 2.0), ry = (int)((iy1 - iy0) / (double)oh / 2.0);
+    rx = rx < 1 ? 1 : rx;
+    ry = ry < 1 ? 1 : ry;
+    int d = 1, T = l.tile_width, TH = l.tile_height;
+    while (d < 8 && rx % (d * 2) == 0 && ry % (d * 2) == 0 && T % (d * 4) == 0 && TH % (d * 4) == 0)
+        d *= 2;
+    /* no reduce left after the DCT; even origin and tile size in 1/d pixels */
+    if (rx != d || ry != d || ix0 % (2 * d) || iy0 % (2 * d) || (T / d) % 2 || (TH / d) % 2)
+        return CS_ENOTFOUND;
+    int64_t x0 = ix0 / d, y0 = iy0 / d, x1 = (ix1 + d - 1) / d, y1 = (iy1 + d - 1) / d;
+    int st = T / d, sth = TH / d;
+    planes cv, tile, o;
+    int rc = planes_alloc(&cv, (int)(x1 - x0), (int)(y1 - y0), 1, 0);
+    if (rc < 0)
+        return rc;
+    if ((rc = planes_alloc(&tile, st, sth, 0, 1)) < 0) {
+        planes_free(&cv);
+        return rc;
+    }
+    for (int64_t row = iy0 / TH; row <= (iy1 - 1) / TH && rc == 0; row++) {
+        for (int64_t col = ix0 / T; col <= (ix1 - 1) / T && rc == 0; col++) {
+            cs_buf *raw;
+            rc = cs_slide_read_raw_tile(t->slide, r->level, col, row, &raw);
+            if (rc == CS_ENOTFOUND) { /* empty tile in a sparse slide: stays white */
+                rc = 0;
+                continue;
+            }
+            if (rc < 0)
+                break;
+            int jw, jh, yuv = cs_jpeg_is_yuv420(j, cs_buf_data(raw), cs_buf_size(raw));
+            if (yuv == 1 && cs_jpeg_size(j, cs_buf_data(raw), cs_buf_size(raw), &jw, &jh) == 0 &&
+                jw == T && jh == TH)
+                rc =
+                    cs_jpeg_decode_yuv420(j, tile.p, tile.w, cs_buf_data(raw), cs_buf_size(raw), d);
+            else
+                rc = yuv < 0 ? yuv : CS_ENOTFOUND; /* RGB path decides */
+            cs_buf_unref(raw);
+            if (rc == 0)
+                put_planes(&cv, &tile, col * st, row * sth, x0, y0);
+        }
+    }
+    planes_free(&tile);
+    if (rc == 0 && (rc = planes_alloc(&o, ow, oh, 0, 1)) == 0) {
+        double bx = (r->lx - ix0) / d, by = (r->ly - iy0) / d, bw = r->lw / d, bh = r->lh / d;
+        rc = cs_resample_plane(thread_coeffs(t), o.p[0], (size_t)o.w[0], ow, oh, cv.p[0],
+                               (size_t)cv.w[0], cv.w[0], cv.h[0], bx, by, bw, bh);
+        /* chroma sample m covers output luma [2m, 2m + 2) */
+        double cw = bw * o.w[1] / ow, ch = bh * o.h[1] / oh;
+        for (int i = 1; i < 3 && rc == 0; i++)
+            rc =
+                cs_resample_plane(thread_coeffs(t), o.p[i], (size_t)o.w[i], o.w[i], o.h[i], cv.p[i],
+                                  (size_t)cv.w[i], cv.w[i], cv.h[i], bx / 2, by / 2, cw, ch);
+        /* the encoder reads Y's even padding: repeat the last column, row */
+        for (int y = 0; rc == 0 && ow < o.w[0] && y < oh; y++)
+            o.p[0][(size_t)y * o.w[0] + ow] = o.p[0][(size_t)y * o.w[0] + ow - 1];
+        if (rc == 0 && oh < o.h[0])
+            memcpy(o.p[0] + (size_t)oh * o.w[0], o.p[0] + (size_t)(oh - 1) * o.w[0],
+                   (size_t)o.w[0]);
+        if (rc == 0)
+            rc =
+                cs_jpeg_encode_yuv420(j, out, (const uint8_t *const *)o.p, o.w, ow, oh, t->quality);
+        planes_free(&o);
+    }
+    planes_free(&cv);
+    return rc;
 }
 
 int cs_tiles_render_rgb(cs_tiles *t, uint8_t *rgb, int64_t x, int64_t y, int64_t w, int64_t h,
@@ -390,7 +564,9 @@ int cs_tiles_render_rgb(cs_tiles *t, uint8_t *rgb, int64_t x, int64_t y, int64_t
         return cs_error_set(CS_ERANGE, "region %lld,%lld,%lld,%lld outside the %lldx%lld slide",
                             (long long)x, (long long)y, (long long)w, (long long)h,
                             (long long)t->w0, (long long)t->h0);
-    return render_region(t, rgb, x, y, w, h, out_w, out_h);
+    level_rect lr;
+    int r = region_rect(t, &lr, x, y, w, h, out_w, out_h);
+    return r < 0 ? r : render_rect(t, rgb, &lr, out_w, out_h);
 }
 
 static int encode(cs_tiles *t, cs_buf **out, const uint8_t *rgb, int w, int h)
@@ -401,18 +577,25 @@ static int encode(cs_tiles *t, cs_buf **out, const uint8_t *rgb, int w, int h)
     return cs_jpeg_encode_rgb(j, out, rgb, w, h, (size_t)w * 3, t->quality);
 }
 
-/* Encode a rendered tile (freeing @p rgb) and say how it was made. */
-static int encode_made(cs_tiles *t, cs_buf **out, cs_tiles_how *how, uint8_t *rgb, int r, int ow,
-                       int oh, double ds)
+/* A tile that is not a stored one: in YCbCr when the stored tiles allow,
+ * else rendered in RGB and encoded. */
+static int make_tile(cs_tiles *t, cs_buf **out, cs_tiles_how *how, const level_rect *lr, int ow,
+                     int oh)
 {
-    if (r == 0)
-        r = encode(t, out, rgb, ow, oh);
-    free(rgb);
-    if (r == 0 && how) {
-        cs_slide_level l;
-        cs_slide_get_level(t->slide, cs_slide_best_level(t->slide, ds), &l);
-        *how = l.raw == CS_SLIDE_RAW_JPEG ? CS_TILES_FROM_JPEG : CS_TILES_RENDERED;
+    cs_slide_level l;
+    cs_slide_get_level(t->slide, lr->level, &l);
+    int r = make_yuv(t, out, lr, ow, oh);
+    if (r == CS_ENOTFOUND) {
+        uint8_t *rgb = malloc((size_t)ow * (size_t)oh * 3);
+        if (!rgb)
+            return cs_error_set(CS_ENOMEM, "out of memory for a %dx%d image", ow, oh);
+        r = render_rect(t, rgb, lr, ow, oh);
+        if (r == 0)
+            r = encode(t, out, rgb, ow, oh);
+        free(rgb);
     }
+    if (r == 0 && how)
+        *how = l.raw == CS_SLIDE_RAW_JPEG ? CS_TILES_FROM_JPEG : CS_TILES_RENDERED;
     return r;
 }
 
@@ -479,11 +662,10 @@ int cs_tiles_get_dzi(cs_tiles *t, cs_buf **out, cs_tiles_how *how, int level, in
     r = try_passthrough(t, out, how, ds, x0, y0, (int)zw, (int)zh);
     if (r != CS_ENOTFOUND)
         return r;
-    uint8_t *rgb = malloc((size_t)zw * (size_t)zh * 3);
-    if (!rgb)
-        return cs_error_set(CS_ENOMEM, "out of memory for a tile");
-    r = render_dzg(t, rgb, zx, zy, (int)zw, (int)zh, ds);
-    return encode_made(t, out, how, rgb, r, (int)zw, (int)zh, ds);
+    level_rect lr;
+    if ((r = dzg_rect(t, &lr, zx, zy, (int)zw, (int)zh, ds)) < 0)
+        return r;
+    return make_tile(t, out, how, &lr, (int)zw, (int)zh);
 }
 
 int cs_tiles_get_region(cs_tiles *t, cs_buf **out, cs_tiles_how *how, int64_t x, int64_t y,
@@ -502,9 +684,7 @@ int cs_tiles_get_region(cs_tiles *t, cs_buf **out, cs_tiles_how *how, int64_t x,
         if (r != CS_ENOTFOUND)
             return r;
     }
-    uint8_t *rgb = malloc((size_t)out_w * (size_t)out_h * 3);
-    if (!rgb)
-        return cs_error_set(CS_ENOMEM, "out of memory for a %dx%d image", out_w, out_h);
-    int r = render_region(t, rgb, x, y, w, h, out_w, out_h);
-    return encode_made(t, out, how, rgb, r, out_w, out_h, ds);
+    level_rect lr;
+    int r = region_rect(t, &lr, x, y, w, h, out_w, out_h);
+    return r < 0 ? r : make_tile(t, out, how, &lr, out_w, out_h);
 }

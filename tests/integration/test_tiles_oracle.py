@@ -246,6 +246,24 @@ def main():
     subprocess.run(["bash", os.path.join(cshelp.SRC, "scripts", "make-big-slide.sh"), big], check=True)
     total += check_slide(os.path.abspath(big), per_level=12, iiif_regions=12)
     ck.check(total >= 200, "only %d positions compared" % total)
+    # Made tiles are a function of the request: with the cache off, odd
+    # sizes (TurboJPEG pads 4:2:0 planes to even sizes) fetched concurrently
+    # many times must come back byte for byte the same.
+    import concurrent.futures
+    import hashlib
+    with cshelp.Server([os.path.abspath(big)], ["--cache-mb", "0"]) as srv:
+        urls = ["/iiif/3/big/37766,4794,516,1341/258,/0/default.jpg",
+                "/iiif/3/big/101,99,999,777/333,/0/default.jpg",
+                "/iiif/3/big/0,0,40960,30720/333,/0/default.jpg",
+                "/slides/big_files/15/79_59.jpeg", "/slides/big_files/13/19_14.jpeg"] * 12
+        with concurrent.futures.ThreadPoolExecutor(6) as ex:
+            got = list(ex.map(lambda u: (u, srv.get(u)), urls))
+        digests = {}
+        for u, (st, _, body) in got:
+            ck.check(st == 200, "%s: HTTP %d" % (u, st))
+            digests.setdefault(u, set()).add(hashlib.sha256(body).hexdigest())
+        for u, d in digests.items():
+            ck.check(len(d) == 1, "%s: %d different answers to one request" % (u, len(d)))
     for k, v in sorted(stats.items()):
         print("%s: min %.2f median %.2f max %.2f (n=%d)" % (k, min(v), float(np.median(v)), max(v), len(v)))
     ck.finish()
