@@ -134,6 +134,16 @@ VECTOR_CLONES static void mac_u8(int32_t *restrict acc, const uint8_t *restrict 
         acc[i] += w * src[i];
 }
 
+/* even[i] = src[2i], odd[i] = src[2i + 1] */
+VECTOR_CLONES static void split2(uint8_t *restrict even, uint8_t *restrict odd,
+                                 const uint8_t *restrict src, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        even[i] = src[2 * i];
+        odd[i] = src[2 * i + 1];
+    }
+}
+
 static void store_clip(uint8_t *dst, size_t step, const int32_t *acc, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -178,7 +188,13 @@ static void hpass_row(uint8_t *out, const uint8_t *row, int c0, int nch, int src
         if (end > src_w)
             end = src_w;
         memset(plane, 0, per * (size_t)step * (size_t)nch);
-        for (int sx = s0, i = 0; sx < end; i++) {
+        if (nch == 1 && step == 2) { /* the Y/Cb/Cr planes of a 2:1 tile */
+            split2(plane, plane + per, row + s0, (size_t)(end - s0) / 2);
+            if ((end - s0) & 1)
+                plane[(end - s0) / 2] = row[end - 1];
+        }
+        for (int sx = s0 + (nch == 1 && step == 2 ? (end - s0) : 0), i = (sx - s0) / step; sx < end;
+             i++) {
             for (int ph = 0; ph < step && sx < end; ph++, sx++) {
                 const uint8_t *p = row + (size_t)sx * nch;
                 for (int c = 0; c < nch; c++)
