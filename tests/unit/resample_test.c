@@ -100,10 +100,10 @@ static void check_n(int nch, int sw, int sh, double x0, double y0, double w, dou
     srand((unsigned)(sw * 7 + dw));
     for (int i = 0; i < sw * sh * nch; i++)
         src[i] = (uint8_t)(i % 97 < 50 ? rand() : (i / nch) % 256);
-    int r =
-        nch == 3
-            ? cs_resample_rgb(a, (size_t)dw * 3, dw, dh, src, (size_t)sw * 3, sw, sh, x0, y0, w, h)
-            : cs_resample_plane(a, (size_t)dw, dw, dh, src, (size_t)sw, sw, sh, x0, y0, w, h);
+    int r = nch == 3 ? cs_resample_rgb(NULL, a, (size_t)dw * 3, dw, dh, src, (size_t)sw * 3, sw, sh,
+                                       x0, y0, w, h)
+                     : cs_resample_plane(NULL, a, (size_t)dw, dw, dh, src, (size_t)sw, sw, sh, x0,
+                                         y0, w, h);
     assert_int_equal(r, 0);
     naive(b, dw, dh, src, sw, sh, nch, x0, y0, w, h, 1);
     assert_memory_equal(a, b, n);
@@ -149,7 +149,7 @@ static void resample__integer_copy_and_reduce(void **state)
     uint8_t src[4 * 4 * 3], dst[2 * 2 * 3];
     for (int i = 0; i < 48; i++)
         src[i] = (uint8_t)(i * 5);
-    assert_int_equal(cs_resample_rgb(dst, 6, 2, 2, src, 12, 4, 4, 1, 2, 2, 2), 0);
+    assert_int_equal(cs_resample_rgb(NULL, dst, 6, 2, 2, src, 12, 4, 4, 1, 2, 2, 2), 0);
     assert_memory_equal(dst, src + 2 * 12 + 3, 6); /* 1:1 at an integer offset: a copy */
     cs_reduce_rgb(dst, 6, src, 12, 3, 3, 2);       /* partial blocks average what they cover */
     assert_int_equal(dst[0], (src[0] + src[3] + src[12] + src[15] + 2) / 4);
