@@ -13,14 +13,15 @@
  * Only vendors whose stored tiles are exactly the level's grid are indexed
  * (Aperio, generic tiled TIFF); others (BIF, Trestle overlap their tiles)
  * render through OpenSlide. */
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <fcntl.h>
 #include <tiffio.h>
 
 #include "cs/err.h"
+
 #include "slide_internal.h"
 
 static int vendor_has_grid_tiles(const char *vendor)
@@ -79,7 +80,7 @@ static int index_directory(cs_slide *s, TIFF *tif, int level)
     }
     memcpy(rl->offsets, off, n * sizeof(uint64_t));
     memcpy(rl->counts, cnt, n * sizeof(uint64_t));
-    static const uint8_t adobe[18] = {0xff, 0xd8, 0xff, 0xee, 0x00, 0x0e, 'A', 'd', 'o',
+    static const uint8_t adobe[18] = {0xff, 0xd8, 0xff, 0xee, 0x00, 0x0e, 'A',  'd',  'o',
                                       'b',  'e',  0x00, 0x64, 0x00, 0x00, 0x00, 0x00, 0x00};
     memcpy(rl->prefix, adobe, sizeof(adobe));
     rl->prefix[17] = photometric == PHOTOMETRIC_YCBCR ? 1 : 0;

@@ -1,9 +1,10 @@
 /* Refcounted immutable byte buffers (header and bytes in one allocation). */
+#include "cs/buf.h"
+
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cs/buf.h"
 #include "cs/err.h"
 
 struct cs_buf {

@@ -1,8 +1,8 @@
 /* Thread-local error messages. */
+#include "cs/err.h"
+
 #include <stdarg.h>
 #include <stdio.h>
-
-#include "cs/err.h"
 
 static _Thread_local char last_msg[512];
 

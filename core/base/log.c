@@ -4,6 +4,8 @@
  * global is kept. A line is formatted into a stack buffer and written with a
  * single write() so lines never interleave and real-time threads never take
  * the stdio lock. */
+#include "cs/log.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,15 +14,13 @@
 #include <unistd.h>
 
 #include "cs/err.h"
-#include "cs/log.h"
 
 struct cs_logger {
     char name[48];
     cs_log_level level;
 };
 
-static const char *const level_names[] = {"fatal", "error", "warn", "info",
-                                          "v",     "debug", "trace"};
+static const char *const level_names[] = {"fatal", "error", "warn", "info", "v", "debug", "trace"};
 
 static int parse_level(const char *s, size_t n)
 {

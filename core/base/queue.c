@@ -1,12 +1,13 @@
 /* Bounded MPMC ring of pointers under one mutex with two condition variables.
  * Contention is low (events, jobs): a lock-free ring is not worth its risk. */
+#include "cs/queue.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
 
 #include "cs/err.h"
-#include "cs/queue.h"
 
 struct cs_queue {
     pthread_mutex_t lock;

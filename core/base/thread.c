@@ -1,4 +1,6 @@
 /* Named pthreads, a fixed worker pool over cs_queue, and clocks. */
+#include "cs/thread.h"
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,7 +8,6 @@
 
 #include "cs/err.h"
 #include "cs/queue.h"
-#include "cs/thread.h"
 
 struct cs_thread {
     pthread_t tid;

@@ -1,11 +1,12 @@
 /* consilium: the node and its tools. One binary, subcommands, no SDL. */
 #include <errno.h>
-#include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <getopt.h>
+#include <signal.h>
 
 #include "cs/err.h"
 #include "cs/server.h"
@@ -29,33 +30,46 @@ static void usage_main(FILE *f)
 
 static void usage_serve(FILE *f)
 {
-    fprintf(f,
-            "usage: consilium serve [options] PATH...\n\n"
-            "PATH is a slide file, a folder scanned (two levels deep) for slides, or\n"
-            "synthetic:WxH for a generated test slide.\n\n"
-            "options:\n"
-            "  --bind ADDR          address to listen on (default 127.0.0.1)\n"
-            "  --port N             port (default 8080; 0 picks a free one)\n"
-            "  --token T            bearer token clients must send (default: random, printed)\n"
-            "  --cache-mb M         encoded-tile cache size in MiB (default 256)\n"
-            "  --threads N          HTTP worker threads (default 4)\n"
-            "  --tile-size N        DeepZoom tile size (default: the slide's stored tiles)\n"
-            "  --overlap N          DeepZoom overlap (default: 0 with stored tiles, else 1)\n"
-            "  --quality Q          JPEG quality of tiles the server makes (default 75)\n"
-            "  --max-size N         largest IIIF output width/height (default 4096)\n"
-            "  --serve-associated   also serve label/macro images (they identify patients)\n"
-            "  --cors-origin O      Access-Control-Allow-Origin (default *)\n"
-            "  --tls-cert F --tls-key F   serve HTTPS with this PEM certificate and key\n"
-            "  --port-file F        write the port number to F once listening\n"
-            "  -h, --help           this text\n");
+    fprintf(f, "usage: consilium serve [options] PATH...\n\n"
+               "PATH is a slide file, a folder scanned (two levels deep) for slides, or\n"
+               "synthetic:WxH for a generated test slide.\n\n"
+               "options:\n"
+               "  --bind ADDR          address to listen on (default 127.0.0.1)\n"
+               "  --port N             port (default 8080; 0 picks a free one)\n"
+               "  --token T            bearer token clients must send (default: random, printed)\n"
+               "  --cache-mb M         encoded-tile cache size in MiB (default 256)\n"
+               "  --threads N          HTTP worker threads (default 4)\n"
+               "  --tile-size N        DeepZoom tile size (default: the slide's stored tiles)\n"
+               "  --overlap N          DeepZoom overlap (default: 0 with stored tiles, else 1)\n"
+               "  --quality Q          JPEG quality of tiles the server makes (default 75)\n"
+               "  --max-size N         largest IIIF output width/height (default 4096)\n"
+               "  --serve-associated   also serve label/macro images (they identify patients)\n"
+               "  --cors-origin O      Access-Control-Allow-Origin (default *)\n"
+               "  --tls-cert F --tls-key F   serve HTTPS with this PEM certificate and key\n"
+               "  --port-file F        write the port number to F once listening\n"
+               "  -h, --help           this text\n");
 }
 
 static int cmd_serve(int argc, char **argv)
 {
     cs_server_opts o = CS_SERVER_OPTS_INIT;
     const char *port_file = NULL;
-    enum { O_BIND = 256, O_PORT, O_TOKEN, O_CACHE, O_THREADS, O_TILE, O_OVERLAP, O_QUALITY,
-           O_MAX, O_ASSOC, O_CORS, O_CERT, O_KEY, O_PORTFILE };
+    enum {
+        O_BIND = 256,
+        O_PORT,
+        O_TOKEN,
+        O_CACHE,
+        O_THREADS,
+        O_TILE,
+        O_OVERLAP,
+        O_QUALITY,
+        O_MAX,
+        O_ASSOC,
+        O_CORS,
+        O_CERT,
+        O_KEY,
+        O_PORTFILE
+    };
     static const struct option longopts[] = {
         {"bind", required_argument, 0, O_BIND},
         {"port", required_argument, 0, O_PORT},
@@ -163,8 +177,8 @@ static int cmd_serve(int argc, char **argv)
     for (int i = 0; i < cs_server_slide_count(s) && i < 20; i++) {
         const char *id = cs_server_slide_id(s, i);
         printf("  %s  DZI  %s://%s:%d/slides/%s.dzi\n", id, scheme, o.bind, cs_server_port(s), id);
-        printf("  %s  IIIF %s://%s:%d/iiif/3/%s/info.json\n", id, scheme, o.bind,
-               cs_server_port(s), id);
+        printf("  %s  IIIF %s://%s:%d/iiif/3/%s/info.json\n", id, scheme, o.bind, cs_server_port(s),
+               id);
     }
     fflush(stdout);
     if (port_file) {

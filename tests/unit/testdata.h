@@ -20,7 +20,7 @@ static int have_cmu(void)
 #define NEED_CMU()                                                                                 \
     do {                                                                                           \
         if (!have_cmu()) {                                                                         \
-            print_message("skipped: %s not found (set CS_TESTDATA)\n", cmu);                      \
+            print_message("skipped: %s not found (set CS_TESTDATA)\n", cmu);                       \
             skip();                                                                                \
         }                                                                                          \
     } while (0)

@@ -43,9 +43,11 @@ typedef struct {
     const char *tls_key;
 } cs_server_opts;
 
-#define CS_SERVER_OPTS_INIT                                                                      \
-    {sizeof(cs_server_opts), "127.0.0.1", 8080, NULL, 256u << 20, 4, 0, -1, 75, 4096, 4096, 0,    \
-     "*", NULL, NULL}
+#define CS_SERVER_OPTS_INIT                                                                        \
+    {                                                                                              \
+        sizeof(cs_server_opts), "127.0.0.1", 8080, NULL, 256u << 20, 4, 0, -1, 75, 4096, 4096, 0,  \
+            "*", NULL, NULL                                                                        \
+    }
 
 CS_API int cs_server_new(cs_server **out, const cs_server_opts *opts);
 /** Register a slide file, a folder (scanned two levels deep for slide files)

@@ -35,7 +35,10 @@ typedef struct {
     int quality;   /**< JPEG quality of made tiles, 1-100 */
 } cs_tiles_opts;
 
-#define CS_TILES_OPTS_INIT {sizeof(cs_tiles_opts), 0, -1, 75}
+#define CS_TILES_OPTS_INIT                                                                         \
+    {                                                                                              \
+        sizeof(cs_tiles_opts), 0, -1, 75                                                           \
+    }
 
 /** How a tile was produced (for stats and tests). */
 typedef enum {
@@ -54,8 +57,8 @@ CS_API int cs_tiles_overlap(const cs_tiles *t);
 CS_API int cs_tiles_quality(const cs_tiles *t);
 CS_API int cs_tiles_level_count(const cs_tiles *t);
 /** DZI level size in pixels and its tile grid. @return 0 or CS_ERANGE. */
-CS_API int cs_tiles_level_info(const cs_tiles *t, int level, int64_t *w, int64_t *h,
-                               int64_t *cols, int64_t *rows);
+CS_API int cs_tiles_level_info(const cs_tiles *t, int level, int64_t *w, int64_t *h, int64_t *cols,
+                               int64_t *rows);
 
 /** The DZI tile as JPEG. @param out receives a new reference.
  *  @param how receives how it was made (may be NULL).
