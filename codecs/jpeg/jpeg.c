@@ -77,16 +77,24 @@ int cs_jpeg_size(cs_jpeg *j, const uint8_t *data, size_t len, int *w, int *h)
     return 0;
 }
 
-int cs_jpeg_decode_rgb(cs_jpeg *j, uint8_t *dst, size_t dst_stride, const uint8_t *data, size_t len,
-                       int denom)
+/* The size of the image decoded at 1/@p denom (what the DCT scaling gives). */
+static int scaled_size(cs_jpeg *j, const uint8_t *data, size_t len, int denom, int *sw, int *sh)
 {
     int w, h;
     if (denom != 1 && denom != 2 && denom != 4 && denom != 8)
         return cs_error_set(CS_EINVAL, "JPEG scale 1/%d unsupported", denom);
     int r = cs_jpeg_size(j, data, len, &w, &h);
+    *sw = (w + denom - 1) / denom;
+    *sh = (h + denom - 1) / denom;
+    return r;
+}
+
+int cs_jpeg_decode_rgb(cs_jpeg *j, uint8_t *dst, size_t dst_stride, const uint8_t *data, size_t len,
+                       int denom)
+{
+    int sw, sh, r = scaled_size(j, data, len, denom, &sw, &sh);
     if (r < 0)
         return r;
-    int sw = (w + denom - 1) / denom, sh = (h + denom - 1) / denom;
     if (tjDecompress2(j->dec, data, (unsigned long)len, dst, sw, (int)dst_stride, sh, TJPF_RGB,
                       0) != 0 &&
         tjGetErrorCode(j->dec) == TJERR_FATAL)
@@ -105,13 +113,9 @@ int cs_jpeg_is_yuv420(cs_jpeg *j, const uint8_t *data, size_t len)
 int cs_jpeg_decode_yuv420(cs_jpeg *j, uint8_t *const planes[3], const int strides[3],
                           const uint8_t *data, size_t len, int denom)
 {
-    int w, h;
-    if (denom != 1 && denom != 2 && denom != 4 && denom != 8)
-        return cs_error_set(CS_EINVAL, "JPEG scale 1/%d unsupported", denom);
-    int r = cs_jpeg_size(j, data, len, &w, &h);
+    int sw, sh, r = scaled_size(j, data, len, denom, &sw, &sh);
     if (r < 0)
         return r;
-    int sw = (w + denom - 1) / denom, sh = (h + denom - 1) / denom;
     unsigned char *p[3] = {planes[0], planes[1], planes[2]};
     if (tjDecompressToYUVPlanes(j->dec, data, (unsigned long)len, p, sw, (int *)strides, sh, 0) !=
             0 &&
