@@ -80,7 +80,7 @@ int cs_jpeg_size(cs_jpeg *j, const uint8_t *data, size_t len, int *w, int *h)
 /* The size of the image decoded at 1/@p denom (what the DCT scaling gives). */
 static int scaled_size(cs_jpeg *j, const uint8_t *data, size_t len, int denom, int *sw, int *sh)
 {
-    int w, h;
+    int w = 0, h = 0;
     if (denom != 1 && denom != 2 && denom != 4 && denom != 8)
         return cs_error_set(CS_EINVAL, "JPEG scale 1/%d unsupported", denom);
     int r = cs_jpeg_size(j, data, len, &w, &h);
