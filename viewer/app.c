@@ -373,3 +373,14 @@ out:
     curl_global_cleanup();
     return rc;
 }
+
+void vw_app_initial_view(const vw_app *a, vw_view *v)
+{
+    if (a->o.have_view) {
+        v->x = a->o.vx;
+        v->y = a->o.vy;
+        v->zoom = a->o.vzoom;
+    } else {
+        vw_view_fit(v, &a->src.geom);
+    }
+}

@@ -51,6 +51,9 @@ typedef struct {
 
 /** "X,Y,ZOOM" (spaces allowed, zoom > 0). @return 0 or -1. */
 int vw_parse_view(const char *s, double *x, double *y, double *zoom);
+/* The first view for a screen of v->w x v->h: --view if given, else the
+ * whole slide fitted. */
+void vw_app_initial_view(const vw_app *a, vw_view *v);
 /** Start the fetcher; @p wake (may be NULL) runs on a worker after each result. */
 int vw_app_start_fetch(vw_app *a, void (*wake)(void *userdata), void *userdata);
 /** Take one result (ownership passes to the app). */

@@ -88,13 +88,7 @@ int vw_headless_screenshot(vw_app *a)
         return 1;
     }
     vw_view v = {0, 0, 1, a->o.w, a->o.h};
-    if (a->o.have_view) {
-        v.x = a->o.vx;
-        v.y = a->o.vy;
-        v.zoom = a->o.vzoom;
-    } else {
-        vw_view_fit(&v, &a->src.geom);
-    }
+    vw_app_initial_view(a, &v);
     uint32_t *fb = surf->pixels;
     int pitch = surf->pitch / 4;
     view_run run;

@@ -82,13 +82,7 @@ int vw_ui_run(vw_app *a)
         goto out;
     if (vw_overlay_new(&ov, ren, a->o.font) < 0)
         goto out;
-    if (a->o.have_view) {
-        v.x = a->o.vx;
-        v.y = a->o.vy;
-        v.zoom = a->o.vzoom;
-    } else {
-        vw_view_fit(&v, &a->src.geom);
-    }
+    vw_app_initial_view(a, &v);
     vw_input in = {0};
     in.overlays = 1;
     int dirty = 1, last_inflight = -1;
