@@ -24,6 +24,7 @@ if [ ${#paths[@]} -eq 0 ]; then
     fi
 fi
 mkdir -p build/demo
+rm -f build/demo/port
 token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 "$bin" serve --port "$port" --port-file build/demo/port --token "$token" "${paths[@]}" \
     > build/demo/serve.log 2>&1 &
@@ -47,7 +48,7 @@ if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && [ -x "$view" ]; then
 else
     if [ -x "$view" ]; then
         SDL_VIDEODRIVER=dummy "$view" --token "$token" --overlays --screenshot build/demo/view.png \
-            --view 0,0,0.25 --size 1280x800 "$url" && echo "No display: a rendered view is in build/demo/view.png"
+            --size 1280x800 "$url" && echo "No display: a rendered view is in build/demo/view.png"
     fi
     if [ -t 0 ]; then
         echo "Serving until Ctrl-C."
