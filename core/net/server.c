@@ -401,6 +401,15 @@ static int token_ok(request *rq)
     return diff == 0;
 }
 
+/* 1 when the file behind @p e is no longer the one opened */
+static int slide_gone(const slide_entry *e)
+{
+    struct stat st;
+    return !e->synthetic &&
+           (stat(e->path, &st) != 0 || st.st_ino != e->ino || st.st_dev != e->dev ||
+            st.st_mtim.tv_sec != e->mtime.tv_sec || st.st_mtim.tv_nsec != e->mtime.tv_nsec);
+}
+
 /* Copy @p msg to @p out with the server's file path replaced by the slide
  * id: clients learn what is wrong, not where the server keeps its files. */
 static const char *scrub(char *out, size_t n, const char *msg, const slide_entry *e)
@@ -431,14 +440,10 @@ static int check_slide(request *rq, slide_entry *e, enum MHD_Result *ret)
                           scrub(clean, sizeof(clean), e->error, e));
         return -1;
     }
-    if (!e->synthetic) {
-        struct stat st;
-        if (stat(e->path, &st) != 0 || st.st_ino != e->ino || st.st_dev != e->dev ||
-            st.st_mtim.tv_sec != e->mtime.tv_sec || st.st_mtim.tv_nsec != e->mtime.tv_nsec) {
-            *ret = send_error(rq, MHD_HTTP_GONE, "slide_gone",
-                              "slide '%s' was removed or replaced on the server", e->id);
-            return -1;
-        }
+    if (slide_gone(e)) {
+        *ret = send_error(rq, MHD_HTTP_GONE, "slide_gone",
+                          "slide '%s' was removed or replaced on the server", e->id);
+        return -1;
     }
     const char *msg;
     if (cs_slide_get_error(e->slide, &msg)) {
@@ -521,6 +526,10 @@ static enum MHD_Result serve_tile(request *rq, slide_entry *e, const char *key, 
 static json_t *slide_json(cs_server *s, slide_entry *e, int full)
 {
     json_t *j = json_pack("{s:s}", "id", e->id);
+    if (e->slide && slide_gone(e)) {
+        json_object_set_new(j, "status", json_string("gone"));
+        return j;
+    }
     if (!e->slide) {
         char clean[400];
         json_object_set_new(j, "status", json_string("unreadable"));

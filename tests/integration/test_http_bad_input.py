@@ -224,6 +224,9 @@ with cshelp.Server([work]) as srv:
     expect_error(srv, "/slides/doomed_files/12/1_1.jpeg", {410}, "deleted slide, cached tile", "slide_gone")
     expect_error(srv, "/slides/doomed_files/12/2_2.jpeg", {410}, "deleted slide, new tile", "slide_gone")
     expect_error(srv, "/slides/doomed.dzi", {410}, "deleted slide dzi", "slide_gone")
+    listed = {x["id"]: x["status"] for x in srv.json("/slides")["slides"]}
+    ck.check(listed.get("doomed") == "gone" and listed.get("good") == "ok",
+             "the list marks the deleted slide gone: %s" % listed)
 
     time.sleep(0.2)
     ham.stop = True
