@@ -47,6 +47,8 @@ static void usage_serve(FILE *f)
                "  --cors-origin O      Access-Control-Allow-Origin (default *)\n"
                "  --tls-cert F --tls-key F   serve HTTPS with this PEM certificate and key\n"
                "  --port-file F        write the port number to F once listening\n"
+               "  --audit-log F        append the audit trail (JSON lines, DICOM/ATNA codes) to F\n"
+               "                       (default: the 'audit' log lines on stderr)\n"
                "  -h, --help           this text\n");
 }
 
@@ -68,7 +70,8 @@ static int cmd_serve(int argc, char **argv)
         O_CORS,
         O_CERT,
         O_KEY,
-        O_PORTFILE
+        O_PORTFILE,
+        O_AUDIT
     };
     static const struct option longopts[] = {
         {"bind", required_argument, 0, O_BIND},
@@ -85,6 +88,7 @@ static int cmd_serve(int argc, char **argv)
         {"tls-cert", required_argument, 0, O_CERT},
         {"tls-key", required_argument, 0, O_KEY},
         {"port-file", required_argument, 0, O_PORTFILE},
+        {"audit-log", required_argument, 0, O_AUDIT},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -114,6 +118,9 @@ static int cmd_serve(int argc, char **argv)
             break;
         case O_PORTFILE:
             port_file = optarg;
+            break;
+        case O_AUDIT:
+            o.audit_path = optarg;
             break;
         case 'h':
             usage_serve(stdout);

@@ -8,11 +8,13 @@
 #include "cs/server.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
@@ -28,6 +30,7 @@
 #include "cs/jpeg.h"
 #include "cs/log.h"
 #include "cs/slide.h"
+#include "cs/thread.h"
 #include "cs/tilecache.h"
 #include "cs/tiles.h"
 
@@ -44,8 +47,19 @@ typedef struct {
     uint64_t fingerprint; /* for ETags */
 } slide_entry;
 
+/* Recent audit records, to write one per client/user/slide/kind a while */
+#define AUDIT_SLOTS 4096
+
+typedef struct {
+    pthread_mutex_t lock;
+    int fd; /* -1: the "audit" logger */
+    uint64_t key[AUDIT_SLOTS];
+    int64_t when[AUDIT_SLOTS];
+} audit_log;
+
 struct cs_server {
     cs_server_opts o;
+    audit_log audit;
     char *bind, *cors, *token;
     char *tls_cert_pem, *tls_key_pem;
     slide_entry *slides;
@@ -269,6 +283,85 @@ typedef struct {
     struct MHD_Connection *conn;
     const char *url;
 } request;
+
+/* ---- audit ---- */
+
+static void client_addr(struct MHD_Connection *conn, char *out, size_t n)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    snprintf(out, n, "unknown");
+    if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ci->client_addr)->sin_addr, out,
+                  (socklen_t)n);
+}
+
+/* Write one audit record unless the same one went out within @p every_s. */
+static void audit(request *rq, const char *code, const char *event, int outcome,
+                  const slide_entry *e, const char *kind, int every_s)
+{
+    audit_log *a = &rq->srv->audit;
+    char client[64], user[40] = "anonymous";
+    client_addr(rq->conn, client, sizeof(client));
+    const char *auth = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Authorization");
+    const char *tok = auth && strncasecmp(auth, "Bearer ", 7) == 0 ? auth + 7 : NULL;
+    if (!tok)
+        tok = MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, "access_token");
+    if (tok)
+        snprintf(user, sizeof(user), "token#%08llx",
+                 (unsigned long long)(fnv(1469598103934665603ull, tok, strlen(tok)) >> 32));
+    uint64_t key = fnv(1469598103934665603ull, client, strlen(client));
+    key = fnv(key, user, strlen(user));
+    key = fnv(key, code, strlen(code));
+    if (e)
+        key = fnv(key, e->id, strlen(e->id));
+    if (kind)
+        key = fnv(key, kind, strlen(kind));
+    int64_t now = cs_clock_ns() / 1000000000;
+    size_t slot = key % AUDIT_SLOTS;
+    pthread_mutex_lock(&a->lock);
+    int fresh = a->key[slot] != key || now - a->when[slot] >= every_s;
+    if (fresh) {
+        a->key[slot] = key;
+        a->when[slot] = now;
+    }
+    pthread_mutex_unlock(&a->lock);
+    if (!fresh)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char when[40];
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    json_t *j =
+        json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:s}", "time", when, "code", code, "event", event,
+                  "outcome", outcome, "client", client, "user", user, "route", rq->url);
+    if (e)
+        json_object_set_new(j, "slide", json_string(e->id));
+    if (kind)
+        json_object_set_new(j, "kind", json_string(kind));
+    char *line = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!line)
+        return;
+    if (a->fd >= 0) {
+        size_t n = strlen(line);
+        line[n] = '\n'; /* one write per record: lines never interleave */
+        ssize_t w = write(a->fd, line, n + 1);
+        line[n] = '\0';
+        if (w != (ssize_t)n + 1)
+            cs_log(rq->srv->log, CS_LOG_ERROR, "audit log write failed: %s", strerror(errno));
+    } else {
+        cs_log(rq->srv->log, CS_LOG_INFO, "audit: %s", line);
+    }
+    free(line);
+}
+
+static void audit_access(request *rq, const slide_entry *e, const char *kind)
+{
+    audit(rq, "110103", "slide accessed", 0, e, kind, 300);
+}
 
 static void add_common_headers(request *rq, struct MHD_Response *resp)
 {
@@ -502,6 +595,7 @@ static enum MHD_Result serve_tile(request *rq, slide_entry *e, const char *key, 
     char etag[40];
     snprintf(etag, sizeof(etag), "\"%016llx\"",
              (unsigned long long)fnv(e->fingerprint, key, strlen(key)));
+    audit_access(rq, e, "tiles");
     const char *inm = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "If-None-Match");
     if (inm && strstr(inm, etag))
         return send_not_modified(rq, etag);
@@ -649,6 +743,7 @@ static enum MHD_Result route_associated(request *rq, slide_entry *e, const char 
         return send_code(rq, CS_ENOTFOUND);
     if (w * h > 64ll << 20)
         return send_error(rq, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", "associated image too big");
+    audit_access(rq, e, "associated");
     uint8_t *rgb = malloc((size_t)(w * h * 3));
     if (!rgb)
         return send_code(rq, cs_error_set(CS_ENOMEM, "out of memory"));
@@ -687,6 +782,7 @@ static enum MHD_Result route_slides(request *rq, const char *rest)
         enum MHD_Result ret;
         if (check_slide(rq, e, &ret) < 0)
             return ret;
+        audit_access(rq, e, "metadata");
         return route_dzi_xml(rq, e);
     }
     if (sub && strncmp(sub, "/associated/", 12) == 0) {
@@ -700,6 +796,7 @@ static enum MHD_Result route_slides(request *rq, const char *rest)
         enum MHD_Result ret;
         if (check_slide(rq, e, &ret) < 0)
             return ret;
+        audit_access(rq, e, "metadata");
         return send_json(rq, MHD_HTTP_OK, slide_json(s, e, 1));
     }
     return send_error(rq, MHD_HTTP_NOT_FOUND, "not_found", "no such route under /slides");
@@ -721,6 +818,7 @@ static enum MHD_Result route_iiif(request *rq, const char *rest)
     int64_t w, h;
     cs_tiles_level_info(e->tiles, cs_tiles_level_count(e->tiles) - 1, &w, &h, NULL, NULL);
     if (!sub || strcmp(sub, "/info.json") == 0) {
+        audit_access(rq, e, "metadata");
         const char *host = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Host");
         char id[600];
         snprintf(id, sizeof(id), "%s://%s/iiif/3/%s", s->tls_cert_pem ? "https" : "http",
@@ -814,9 +912,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     if (strcmp(url, "/health") == 0)
         return send_json(&rq, MHD_HTTP_OK,
                          json_pack("{s:s, s:i}", "status", "ok", "slides", s->nslides));
-    if (!token_ok(&rq))
+    if (!token_ok(&rq)) {
+        audit(&rq, "110114", "user authentication failed", 4, NULL, NULL, 10);
         return send_error(&rq, MHD_HTTP_UNAUTHORIZED, "unauthorized",
                           "missing or wrong token: send 'Authorization: Bearer <token>'");
+    }
     if (strcmp(url, "/slides") == 0 || strcmp(url, "/slides/") == 0)
         return route_slides(&rq, "");
     if (strncmp(url, "/slides/", 8) == 0)
@@ -873,6 +973,8 @@ int cs_server_new(cs_server **out, const cs_server_opts *opts)
     cs_server *s = calloc(1, sizeof(*s));
     if (!s)
         return cs_error_set(CS_ENOMEM, "out of memory");
+    pthread_mutex_init(&s->audit.lock, NULL);
+    s->audit.fd = -1;
     cs_server_opts d = CS_SERVER_OPTS_INIT;
     s->o = opts ? *opts : d;
     int r = cs_log_new(&s->log, "net");
@@ -895,6 +997,14 @@ int cs_server_new(cs_server **out, const cs_server_opts *opts)
     if (s->o.tls_cert && s->o.tls_key) {
         if ((r = read_file(s->o.tls_cert, &s->tls_cert_pem)) < 0 ||
             (r = read_file(s->o.tls_key, &s->tls_key_pem)) < 0) {
+            cs_server_free(s);
+            return r;
+        }
+    }
+    if (s->o.audit_path) {
+        s->audit.fd = open(s->o.audit_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        if (s->audit.fd < 0) {
+            r = cs_error_set(CS_EIO, "audit log %s: %s", s->o.audit_path, strerror(errno));
             cs_server_free(s);
             return r;
         }
@@ -1006,6 +1116,9 @@ void cs_server_free(cs_server *s)
     }
     free(s->slides);
     cs_tilecache_free(s->cache);
+    if (s->audit.fd >= 0)
+        close(s->audit.fd);
+    pthread_mutex_destroy(&s->audit.lock);
     free(s->bind);
     free(s->cors);
     free(s->token);

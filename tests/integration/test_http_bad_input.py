@@ -101,7 +101,10 @@ ck.check(p.returncode != 0 and "random.svs" in p.stderr, "info on random bytes: 
 p = subprocess.run([cshelp.BIN, "serve", "--help"], capture_output=True, text=True)
 ck.check(p.returncode == 0 and "--token" in p.stdout, "serve --help")
 
-with cshelp.Server([work]) as srv:
+audit_path = os.path.join(cshelp.WORK, "bad-input-audit.jsonl")
+if os.path.exists(audit_path):
+    os.unlink(audit_path)
+with cshelp.Server([work], ["--audit-log", audit_path]) as srv:
     ids = {s["id"]: s for s in srv.json("/slides")["slides"]}
     ck.check(set(ids) == {"good", "truncated", "random", "doomed"}, "slides listed: %s" % sorted(ids))
     ck.check(ids.get("random", {}).get("status") == "unreadable", "random bytes flagged unreadable")
@@ -234,6 +237,22 @@ with cshelp.Server([work]) as srv:
     ck.check(ham.ok > 20 and not ham.errors,
              "concurrent client on the good slide: %d ok, errors %s" % (ham.ok, ham.errors[:5]))
     ck.check(srv.alive(), "server still running")
+
+# The audit trail: access to patient data and failed authentication, with
+# ATNA codes, rate-limited, never the token itself nor server paths.
+records = [json.loads(line) for line in open(audit_path)]
+ck.check(all(set(r) >= {"time", "code", "event", "outcome", "client", "user", "route"} for r in records),
+         "audit records carry time, code, event, outcome, client, user, route")
+tiles = [r for r in records if r["code"] == "110103" and r.get("slide") == "good" and r.get("kind") == "tiles"]
+ck.check(len(tiles) >= 1, "access to the good slide's tiles is audited")
+ck.check(len(tiles) <= 3, "tile access is recorded once a while, not per tile (%d records)" % len(tiles))
+ck.check(any(r["code"] == "110103" and r.get("kind") == "metadata" for r in records), "metadata access audited")
+fails = [r for r in records if r["code"] == "110114"]
+ck.check(len(fails) >= 1 and all(r["outcome"] == 4 for r in fails), "failed authentication audited")
+text = open(audit_path).read()
+ck.check("test-token" not in text and "nope" not in text, "the audit trail never holds a token")
+ck.check(work not in text, "the audit trail never holds server paths")
+ck.check(oct(os.stat(audit_path).st_mode & 0o777) == "0o600", "the audit file is private to the server's user")
 
 # Associated images when configured; TLS with a self-signed certificate.
 cert, key = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")

@@ -14,6 +14,12 @@
  * URL parts never touch the file system: slides are looked up by id in the
  * set registered at start.
  *
+ * Audit: access to a slide (metadata, tiles, associated images) leaves a
+ * record with the DICOM/IHE ATNA code 110103, once per client, user, slide
+ * and kind every 5 minutes; a missing or wrong token leaves 110114 (user
+ * authentication, failed), at most once per client every 10 s. Records
+ * name the user by a fingerprint of the token, never the token.
+ *
  * Thread-safety: configure (add paths) before cs_server_start(); after it the
  * server runs on its own thread pool until cs_server_free(). */
 #ifndef CS_SERVER_H
@@ -41,12 +47,13 @@ typedef struct {
     const char *cors_origin;   /**< Access-Control-Allow-Origin value */
     const char *tls_cert;      /**< PEM file paths: both set turns HTTPS on */
     const char *tls_key;
+    const char *audit_path; /**< JSON-lines audit trail; NULL: the "audit" logger */
 } cs_server_opts;
 
 #define CS_SERVER_OPTS_INIT                                                                        \
     {                                                                                              \
         sizeof(cs_server_opts), "127.0.0.1", 8080, NULL, 256u << 20, 4, 0, -1, 75, 4096, 4096, 0,  \
-            "*", NULL, NULL                                                                        \
+            "*", NULL, NULL, NULL                                                                  \
     }
 
 CS_API int cs_server_new(cs_server **out, const cs_server_opts *opts);
