@@ -65,6 +65,7 @@ struct cs_server {
     slide_entry *slides;
     int nslides, cap;
     cs_tilecache *cache;
+    cs_pool *decoders; /* stored-tile decodes of made tiles, shared by all slides */
     struct MHD_Daemon *daemon;
     int port;
     cs_logger *log;
@@ -134,6 +135,7 @@ static int open_entry(cs_server *s, slide_entry *e)
     to.tile_size = s->o.tile_size;
     to.overlap = s->o.overlap;
     to.quality = s->o.quality;
+    to.pool = s->decoders;
     int r = cs_tiles_new(&e->tiles, e->slide, &to);
     if (r < 0) {
         snprintf(e->error, sizeof(e->error), "%s", cs_error_last());
@@ -1011,7 +1013,9 @@ int cs_server_new(cs_server **out, const cs_server_opts *opts)
     }
     if (s->o.threads < 1)
         s->o.threads = 1;
-    if ((r = cs_tilecache_new(&s->cache, s->o.cache_bytes)) < 0) {
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if ((r = cs_pool_new(&s->decoders, "decode", ncpu > 1 ? (int)ncpu : 1, 256)) < 0 ||
+        (r = cs_tilecache_new(&s->cache, s->o.cache_bytes)) < 0) {
         cs_server_free(s);
         return r;
     }
@@ -1109,6 +1113,7 @@ void cs_server_free(cs_server *s)
         return;
     if (s->daemon)
         MHD_stop_daemon(s->daemon);
+    cs_pool_free(s->decoders); /* no request runs, so no job is queued */
     for (int i = 0; i < s->nslides; i++) {
         cs_tiles_free(s->slides[i].tiles);
         cs_slide_close(s->slides[i].slide);

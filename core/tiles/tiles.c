@@ -29,6 +29,7 @@ typedef struct codec_node {
 
 struct cs_tiles {
     cs_slide *slide;
+    cs_pool *pool;
     int tile, overlap, quality;
     int nz;
     int64_t zw[MAX_DZ_LEVELS], zh[MAX_DZ_LEVELS];
@@ -82,6 +83,7 @@ int cs_tiles_new(cs_tiles **out, cs_slide *slide, const cs_tiles_opts *opts)
         return cs_error_set(CS_ENOMEM, "out of memory");
     t->slide = slide;
     t->quality = o.quality;
+    t->pool = o.pool;
     cs_slide_level l0;
     cs_slide_get_level(slide, 0, &l0);
     t->w0 = l0.width;
@@ -472,6 +474,62 @@ static void put_planes(planes *cv, const planes *tile, int64_t px, int64_t py, i
     }
 }
 
+/* Decode stored tiles [first, last) (row-major over the covering grid) into
+ * the canvas. Jobs write disjoint parts of it, so two run at once safely. */
+typedef struct {
+    cs_tiles *t;
+    int level, d;
+    planes *cv;
+    int64_t x0, y0, c0, c1, r0, first, last;
+    int rc;
+    pthread_mutex_t *m;
+    pthread_cond_t *done;
+    int *pending; /* set while the pooled job runs; only it clears it */
+    int pooled;
+} decode_job;
+
+static void decode_job_run(void *userdata)
+{
+    decode_job *job = userdata;
+    cs_slide_level l;
+    cs_slide_get_level(job->t->slide, job->level, &l);
+    int T = l.tile_width, TH = l.tile_height, st = T / job->d, sth = TH / job->d;
+    cs_jpeg *j = thread_codec(job->t);
+    planes tile;
+    int rc = j ? planes_alloc(&tile, st, sth, 0, 1) : cs_error_set(CS_ENOMEM, "no JPEG codec");
+    int64_t cols = job->c1 - job->c0 + 1;
+    for (int64_t i = job->first; i < job->last && rc == 0; i++) {
+        int64_t col = job->c0 + i % cols, row = job->r0 + i / cols;
+        cs_buf *raw;
+        rc = cs_slide_read_raw_tile(job->t->slide, job->level, col, row, &raw);
+        if (rc == CS_ENOTFOUND) { /* empty tile in a sparse slide: stays white */
+            rc = 0;
+            continue;
+        }
+        if (rc < 0)
+            break;
+        int jw, jh, yuv = cs_jpeg_is_yuv420(j, cs_buf_data(raw), cs_buf_size(raw));
+        if (yuv == 1 && cs_jpeg_size(j, cs_buf_data(raw), cs_buf_size(raw), &jw, &jh) == 0 &&
+            jw == T && jh == TH)
+            rc = cs_jpeg_decode_yuv420(j, tile.p, tile.w, cs_buf_data(raw), cs_buf_size(raw),
+                                       job->d);
+        else
+            rc = yuv < 0 ? yuv : CS_ENOTFOUND; /* the RGB path decides */
+        cs_buf_unref(raw);
+        if (rc == 0)
+            put_planes(job->cv, &tile, col * st, row * sth, job->x0, job->y0);
+    }
+    if (j)
+        planes_free(&tile);
+    job->rc = rc;
+    if (job->pooled) {
+        pthread_mutex_lock(job->m);
+        *job->pending = 0;
+        pthread_cond_signal(job->done);
+        pthread_mutex_unlock(job->m);
+    }
+}
+
 static int make_yuv(cs_tiles *t, cs_buf **out, const level_rect *r, int ow, int oh)
 {
     cs_slide_level l;
@@ -499,38 +557,39 @@ static int make_yuv(cs_tiles *t, cs_buf **out, const level_rect *r, int ow, int 
     if (rx != d || ry != d || ix0 % (2 * d) || iy0 % (2 * d) || (T / d) % 2 || (TH / d) % 2)
         return CS_ENOTFOUND;
     int64_t x0 = ix0 / d, y0 = iy0 / d, x1 = (ix1 + d - 1) / d, y1 = (iy1 + d - 1) / d;
-    int st = T / d, sth = TH / d;
-    planes cv, tile, o;
+    planes cv, o;
     int rc = planes_alloc(&cv, (int)(x1 - x0), (int)(y1 - y0), 1, 0);
     if (rc < 0)
         return rc;
-    if ((rc = planes_alloc(&tile, st, sth, 0, 1)) < 0) {
-        planes_free(&cv);
-        return rc;
-    }
-    for (int64_t row = iy0 / TH; row <= (iy1 - 1) / TH && rc == 0; row++) {
-        for (int64_t col = ix0 / T; col <= (ix1 - 1) / T && rc == 0; col++) {
-            cs_buf *raw;
-            rc = cs_slide_read_raw_tile(t->slide, r->level, col, row, &raw);
-            if (rc == CS_ENOTFOUND) { /* empty tile in a sparse slide: stays white */
-                rc = 0;
-                continue;
-            }
-            if (rc < 0)
-                break;
-            int jw, jh, yuv = cs_jpeg_is_yuv420(j, cs_buf_data(raw), cs_buf_size(raw));
-            if (yuv == 1 && cs_jpeg_size(j, cs_buf_data(raw), cs_buf_size(raw), &jw, &jh) == 0 &&
-                jw == T && jh == TH)
-                rc =
-                    cs_jpeg_decode_yuv420(j, tile.p, tile.w, cs_buf_data(raw), cs_buf_size(raw), d);
-            else
-                rc = yuv < 0 ? yuv : CS_ENOTFOUND; /* RGB path decides */
-            cs_buf_unref(raw);
-            if (rc == 0)
-                put_planes(&cv, &tile, col * st, row * sth, x0, y0);
+    /* the stored tiles: the second half on the pool when it has room */
+    decode_job half[2];
+    int64_t c0 = ix0 / T, c1 = (ix1 - 1) / T, r0 = iy0 / TH, r1 = (iy1 - 1) / TH;
+    int64_t n = (c1 - c0 + 1) * (r1 - r0 + 1);
+    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cv_done = PTHREAD_COND_INITIALIZER;
+    int pending = 0;
+    for (int i = 0; i < 2; i++)
+        half[i] = (decode_job){t,         r->level,        d, &cv, x0,       y0,       c0, c1, r0,
+                               n * i / 2, n * (i + 1) / 2, 0, &m,  &cv_done, &pending, 0};
+    if (t->pool && n >= 2) {
+        pending = 1;
+        half[1].pooled = 1;
+        if (cs_pool_try_submit(t->pool, decode_job_run, &half[1]) < 0) {
+            pending = 0; /* busy: do it here */
+            half[1].pooled = 0;
+            decode_job_run(&half[1]);
         }
+    } else {
+        decode_job_run(&half[1]);
     }
-    planes_free(&tile);
+    decode_job_run(&half[0]);
+    pthread_mutex_lock(&m);
+    while (pending)
+        pthread_cond_wait(&cv_done, &m);
+    pthread_mutex_unlock(&m);
+    pthread_mutex_destroy(&m);
+    pthread_cond_destroy(&cv_done);
+    rc = half[0].rc ? half[0].rc : half[1].rc;
     if (rc == 0 && (rc = planes_alloc(&o, ow, oh, 0, 1)) == 0) {
         double bx = (r->lx - ix0) / d, by = (r->ly - iy0) / d, bw = r->lw / d, bh = r->lh / d;
         rc = cs_resample_plane(thread_coeffs(t), o.p[0], (size_t)o.w[0], ow, oh, cv.p[0],

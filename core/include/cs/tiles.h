@@ -24,6 +24,7 @@
 #include "cs/buf.h"
 #include "cs/common.h"
 #include "cs/slide.h"
+#include "cs/thread.h"
 
 typedef struct cs_tiles cs_tiles;
 
@@ -33,11 +34,13 @@ typedef struct {
                         through, else 254 */
     int overlap;   /**< -1: 0 when tiles pass through, else 1 */
     int quality;   /**< JPEG quality of made tiles, 1-100 */
+    cs_pool *pool; /**< borrowed: a made tile decodes half its stored tiles here
+                        (lower latency on an idle server); NULL: all inline */
 } cs_tiles_opts;
 
 #define CS_TILES_OPTS_INIT                                                                         \
     {                                                                                              \
-        sizeof(cs_tiles_opts), 0, -1, 75                                                           \
+        sizeof(cs_tiles_opts), 0, -1, 75, NULL                                                     \
     }
 
 /** How a tile was produced (for stats and tests). */
