@@ -288,32 +288,32 @@ typedef struct {
 
 /* ---- audit ---- */
 
-static void client_addr(struct MHD_Connection *conn, char *out, size_t n)
+/* The client's IPv4 address, or NULL. */
+static const struct in_addr *client_in(struct MHD_Connection *conn)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    snprintf(out, n, "unknown");
     if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)ci->client_addr)->sin_addr, out,
-                  (socklen_t)n);
+        return &((const struct sockaddr_in *)ci->client_addr)->sin_addr;
+    return NULL;
 }
 
-/* Write one audit record unless the same one went out within @p every_s. */
+/* Write one audit record unless the same one went out within @p every_s.
+ * Runs on every tile request: the key hashes raw bytes, and text is only
+ * formatted for a record that is written. */
 static void audit(request *rq, const char *code, const char *event, int outcome,
                   const slide_entry *e, const char *kind, int every_s)
 {
     audit_log *a = &rq->srv->audit;
-    char client[64], user[40] = "anonymous";
-    client_addr(rq->conn, client, sizeof(client));
+    const struct in_addr *in = client_in(rq->conn);
     const char *auth = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Authorization");
     const char *tok = auth && strncasecmp(auth, "Bearer ", 7) == 0 ? auth + 7 : NULL;
     if (!tok)
         tok = MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, "access_token");
-    if (tok)
-        snprintf(user, sizeof(user), "token#%08llx",
-                 (unsigned long long)(fnv(1469598103934665603ull, tok, strlen(tok)) >> 32));
-    uint64_t key = fnv(1469598103934665603ull, client, strlen(client));
-    key = fnv(key, user, strlen(user));
+    uint64_t tokhash = tok ? fnv(1469598103934665603ull, tok, strlen(tok)) : 0;
+    uint64_t key = fnv(1469598103934665603ull, &tokhash, sizeof(tokhash));
+    if (in)
+        key = fnv(key, in, sizeof(*in));
     key = fnv(key, code, strlen(code));
     if (e)
         key = fnv(key, e->id, strlen(e->id));
@@ -330,6 +330,11 @@ static void audit(request *rq, const char *code, const char *event, int outcome,
     pthread_mutex_unlock(&a->lock);
     if (!fresh)
         return;
+    char client[INET_ADDRSTRLEN] = "unknown", user[40] = "anonymous";
+    if (in)
+        inet_ntop(AF_INET, in, client, sizeof(client));
+    if (tok)
+        snprintf(user, sizeof(user), "token#%08llx", (unsigned long long)(tokhash >> 32));
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
