@@ -56,6 +56,8 @@ const char *cs_strerror(int code)
         return "gone";
     case CS_ECLOSED:
         return "closed";
+    case CS_ECONFLICT:
+        return "conflict with a newer revision";
     }
     return "unknown error";
 }

@@ -200,6 +200,14 @@ int cs_db_bind_int(cs_db_stmt *st, int n, int64_t value)
     return sqlite3_bind_int64(st->s, i, value) == SQLITE_OK ? 0 : fail(st->db, CS_EINVAL, "bind");
 }
 
+int cs_db_bind_real(cs_db_stmt *st, int n, double value)
+{
+    int i = param(st, n);
+    if (i < 0)
+        return i;
+    return sqlite3_bind_double(st->s, i, value) == SQLITE_OK ? 0 : fail(st->db, CS_EINVAL, "bind");
+}
+
 int cs_db_step(cs_db_stmt *st)
 {
     int rc = sqlite3_step(st->s);

@@ -24,6 +24,32 @@ static const cs_migration cs_migrations[] = {
         "  BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;"
         "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit"
         "  BEGIN SELECT RAISE(ABORT, 'the audit table is append-only'); END;"},
+    /* Annotations: the current version of each (a tombstone once deleted),
+     * and the op log every live event comes from (seq = WebSocket resume
+     * point). Plugin key/value storage. */
+    {2, "CREATE TABLE annotations ("
+        "  id TEXT PRIMARY KEY,"
+        "  slide TEXT NOT NULL,"
+        "  rev INTEGER NOT NULL,"
+        "  deleted INTEGER NOT NULL DEFAULT 0,"
+        "  x0 REAL NOT NULL, y0 REAL NOT NULL, x1 REAL NOT NULL, y1 REAL NOT NULL,"
+        "  body TEXT NOT NULL"
+        ") STRICT;"
+        "CREATE INDEX annotations_slide ON annotations (slide, deleted);"
+        "CREATE TABLE annotation_events ("
+        "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  slide TEXT NOT NULL,"
+        "  event TEXT NOT NULL,"
+        "  origin TEXT NOT NULL,"
+        "  aid TEXT NOT NULL,"
+        "  rev INTEGER NOT NULL,"
+        "  body TEXT NOT NULL"
+        ");"
+        "CREATE INDEX annotation_events_slide ON annotation_events (slide, seq);"
+        "CREATE TABLE plugin_storage ("
+        "  plugin TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
+        "  PRIMARY KEY (plugin, key)"
+        ") STRICT;"},
 };
 
 #define CS_MIGRATION_COUNT ((int)(sizeof(cs_migrations) / sizeof(cs_migrations[0])))

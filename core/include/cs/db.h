@@ -41,6 +41,7 @@ CS_API int cs_db_prepare(cs_db *db, cs_db_stmt **out, const char *sql);
 /** Bind parameter $@p n (1-based). The text is copied. */
 CS_API int cs_db_bind_text(cs_db_stmt *st, int n, const char *value);
 CS_API int cs_db_bind_int(cs_db_stmt *st, int n, int64_t value);
+CS_API int cs_db_bind_real(cs_db_stmt *st, int n, double value);
 /** @return CS_DB_ROW while rows come, 0 when done, or an error code. */
 CS_API int cs_db_step(cs_db_stmt *st);
 /** Column @p i of the current row; text is borrowed until the next step. */

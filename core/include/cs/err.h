@@ -24,6 +24,7 @@ enum {
     CS_EPERM = -11,    /**< not allowed by configuration or role */
     CS_EGONE = -12,    /**< the resource existed but was removed */
     CS_ECLOSED = -13,  /**< object was closed or shut down */
+    CS_ECONFLICT = -14, /**< an edit against a stale revision */
 };
 
 /** Set the calling thread's error message and return @p code (so that
