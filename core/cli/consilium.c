@@ -3,12 +3,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <getopt.h>
+#include <jansson.h>
 #include <signal.h>
 
 #include "cs/err.h"
+#include "cs/plughost.h"
 #include "cs/server.h"
 #include "cs/slide.h"
 
@@ -23,33 +26,57 @@ static void usage_main(FILE *f)
 {
     fprintf(f, "usage: consilium <command> [options]\n\n"
                "commands:\n"
-               "  serve PATH...   serve slides as DeepZoom and IIIF tiles over HTTP(S)\n"
+               "  serve PATH...   serve slides (DeepZoom, IIIF), annotations and live events\n"
+               "  plugins list|check DIR...   show plugins' state, or check that they load\n"
                "  info FILE       print a slide's properties and levels\n\n"
                "Run 'consilium <command> --help' for a command's options.\n");
 }
 
 static void usage_serve(FILE *f)
 {
-    fprintf(f, "usage: consilium serve [options] PATH...\n\n"
-               "PATH is a slide file, a folder scanned (two levels deep) for slides, or\n"
-               "synthetic:WxH for a generated test slide.\n\n"
-               "options:\n"
-               "  --bind ADDR          address to listen on (default 127.0.0.1)\n"
-               "  --port N             port (default 8080; 0 picks a free one)\n"
-               "  --token T            bearer token clients must send (default: random, printed)\n"
-               "  --cache-mb M         encoded-tile cache size in MiB (default 256)\n"
-               "  --threads N          HTTP worker threads (default 4)\n"
-               "  --tile-size N        DeepZoom tile size (default: the slide's stored tiles)\n"
-               "  --overlap N          DeepZoom overlap (default: 0 with stored tiles, else 1)\n"
-               "  --quality Q          JPEG quality of tiles the server makes (default 75)\n"
-               "  --max-size N         largest IIIF output width/height (default 4096)\n"
-               "  --serve-associated   also serve label/macro images (they identify patients)\n"
-               "  --cors-origin O      Access-Control-Allow-Origin (default *)\n"
-               "  --tls-cert F --tls-key F   serve HTTPS with this PEM certificate and key\n"
-               "  --port-file F        write the port number to F once listening\n"
-               "  --audit-log F        append the audit trail (JSON lines, DICOM/ATNA codes) to F\n"
-               "                       (default: the 'audit' log lines on stderr)\n"
-               "  -h, --help           this text\n");
+    fprintf(f,
+            "usage: consilium serve [options] PATH...\n\n"
+            "PATH is a slide file, a folder scanned (two levels deep) for slides, or\n"
+            "synthetic:WxH for a generated test slide.\n\n"
+            "options:\n"
+            "  --bind ADDR          address to listen on (default 127.0.0.1)\n"
+            "  --port N             port (default 8080; 0 picks a free one)\n"
+            "  --token T            bearer token clients must send (default: random, printed)\n"
+            "  --cache-mb M         encoded-tile cache size in MiB (default 256)\n"
+            "  --threads N          HTTP worker threads (default 4)\n"
+            "  --tile-size N        DeepZoom tile size (default: the slide's stored tiles)\n"
+            "  --overlap N          DeepZoom overlap (default: 0 with stored tiles, else 1)\n"
+            "  --quality Q          JPEG quality of tiles the server makes (default 75)\n"
+            "  --max-size N         largest IIIF output width/height (default 4096)\n"
+            "  --serve-associated   also serve label/macro images (they identify patients)\n"
+            "  --cors-origin O      Access-Control-Allow-Origin (default *)\n"
+            "  --tls-cert F --tls-key F   serve HTTPS with this PEM certificate and key\n"
+            "  --port-file F        write the port number to F once listening\n"
+            "  --audit-log F        append the audit trail (JSON lines, DICOM/ATNA codes) to F\n"
+            "                       (default: the 'audit' log lines on stderr)\n"
+            "  --db F               the store: annotations, their op log, the audit table\n"
+            "                       (default: a temporary database removed at exit)\n"
+            "  --user NAME:ROLE:TOKEN   another user (repeatable); ROLE is viewer (read only),\n"
+            "                       pathologist, coordinator or admin. --token is 'owner', admin\n"
+            "  --plugins DIR        load the Lua plugins in DIR (repeatable; later replaces\n"
+            "                       a plugin of the same name)\n"
+            "  --plugin-lib DIR     shared Lua libraries for require (default: DIR/lib of the\n"
+            "                       first --plugins folder that has one)\n"
+            "  -h, --help           this text\n");
+}
+
+#define MAX_LIST 64
+
+/* The first DIR/lib of @p dirs that exists, in @p buf. */
+static const char *default_lib(const char *const *dirs, int n, char *buf, size_t len)
+{
+    struct stat st;
+    for (int i = 0; i < n; i++) {
+        snprintf(buf, len, "%s/lib", dirs[i]);
+        if (stat(buf, &st) == 0 && S_ISDIR(st.st_mode))
+            return buf;
+    }
+    return NULL;
 }
 
 static int cmd_serve(int argc, char **argv)
@@ -71,8 +98,14 @@ static int cmd_serve(int argc, char **argv)
         O_CERT,
         O_KEY,
         O_PORTFILE,
-        O_AUDIT
+        O_AUDIT,
+        O_DB,
+        O_USER,
+        O_PLUGINS,
+        O_PLUGLIB
     };
+    const char *users[MAX_LIST], *plugin_dirs[MAX_LIST];
+    char libbuf[4096];
     static const struct option longopts[] = {
         {"bind", required_argument, 0, O_BIND},
         {"port", required_argument, 0, O_PORT},
@@ -89,6 +122,10 @@ static int cmd_serve(int argc, char **argv)
         {"tls-key", required_argument, 0, O_KEY},
         {"port-file", required_argument, 0, O_PORTFILE},
         {"audit-log", required_argument, 0, O_AUDIT},
+        {"db", required_argument, 0, O_DB},
+        {"user", required_argument, 0, O_USER},
+        {"plugins", required_argument, 0, O_PLUGINS},
+        {"plugin-lib", required_argument, 0, O_PLUGLIB},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -121,6 +158,24 @@ static int cmd_serve(int argc, char **argv)
             break;
         case O_AUDIT:
             o.audit_path = optarg;
+            break;
+        case O_DB:
+            o.db_path = optarg;
+            break;
+        case O_PLUGLIB:
+            o.plugin_lib = optarg;
+            break;
+        case O_USER:
+        case O_PLUGINS:
+            if ((c == O_USER ? o.nusers : o.nplugin_dirs) == MAX_LIST) {
+                fprintf(stderr, "consilium serve: at most %d --%s\n", MAX_LIST,
+                        c == O_USER ? "user" : "plugins");
+                return 2;
+            }
+            if (c == O_USER)
+                users[o.nusers++] = optarg;
+            else
+                plugin_dirs[o.nplugin_dirs++] = optarg;
             break;
         case 'h':
             usage_serve(stdout);
@@ -158,6 +213,10 @@ static int cmd_serve(int argc, char **argv)
         fprintf(stderr, "consilium serve: --tls-cert and --tls-key go together\n");
         return 2;
     }
+    o.users = users;
+    o.plugin_dirs = plugin_dirs;
+    if (!o.plugin_lib)
+        o.plugin_lib = default_lib(plugin_dirs, o.nplugin_dirs, libbuf, sizeof(libbuf));
     cs_server *s;
     if (cs_server_new(&s, &o) < 0) {
         fprintf(stderr, "consilium serve: %s\n", cs_error_last());
@@ -246,6 +305,102 @@ static int cmd_info(int argc, char **argv)
     return 0;
 }
 
+static void usage_plugins(FILE *f)
+{
+    fprintf(f, "usage: consilium plugins list DIR...\n"
+               "       consilium plugins check DIR...\n\n"
+               "list   loads every plugin of the folders (as 'serve --plugins' would), starts\n"
+               "       them and prints each one's state, strikes, memory and last error\n"
+               "check  scans and loads each plugin in a throwaway host, prints OK or the\n"
+               "       error; exits 1 when any fails\n\n"
+               "options:\n"
+               "  --plugin-lib DIR   shared Lua libraries (default: DIR/lib)\n"
+               "  -h, --help         this text\n");
+}
+
+static int cmd_plugins(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage_plugins(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *verb = argv[1], *lib = NULL, *dirs[MAX_LIST];
+    int n = 0;
+    char libbuf[4096];
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--plugin-lib") && i + 1 < argc)
+            lib = argv[++i];
+        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            return usage_plugins(stdout), 0;
+        else if (n < MAX_LIST)
+            dirs[n++] = argv[i];
+    }
+    if (n == 0 || (strcmp(verb, "list") && strcmp(verb, "check"))) {
+        usage_plugins(stderr);
+        return 2;
+    }
+    if (!lib)
+        lib = default_lib(dirs, n, libbuf, sizeof(libbuf));
+    int failed = 0;
+    if (!strcmp(verb, "check")) {
+        for (int i = 0; i < n; i++) {
+            json_t *report = NULL;
+            int r = cs_plughost_check_dir(dirs[i], lib, &report);
+            if (r < 0) {
+                fprintf(stderr, "consilium plugins: %s: %s\n", dirs[i], cs_error_last());
+                return 1;
+            }
+            size_t k;
+            json_t *p;
+            json_array_foreach(report, k, p)
+            {
+                int ok = json_is_true(json_object_get(p, "ok"));
+                printf("%-20s %s%s\n", json_string_value(json_object_get(p, "name")),
+                       ok ? "OK" : "FAILED: ",
+                       ok ? "" : json_string_value(json_object_get(p, "error")));
+            }
+            failed += r;
+            json_decref(report);
+        }
+        return failed ? 1 : 0;
+    }
+    cs_plughost_opts po = CS_PLUGHOST_OPTS_INIT;
+    po.lib_dir = lib;
+    cs_plughost_core core = {0};
+    cs_plughost *h;
+    if (cs_plughost_new(&h, &po, &core) < 0) {
+        fprintf(stderr, "consilium plugins: %s\n", cs_error_last());
+        return 1;
+    }
+    for (int i = 0; i < n; i++) {
+        if (cs_plughost_add_dir(h, dirs[i]) < 0) {
+            fprintf(stderr, "consilium plugins: %s\n", cs_error_last());
+            cs_plughost_free(h);
+            return 1;
+        }
+    }
+    cs_plughost_start(h);
+    cs_plughost_idle(h, 2000);
+    json_t *stats = cs_plughost_stats(h);
+    printf("%-20s %-10s %-9s %7s %10s  %s\n", "NAME", "VERSION", "STATE", "STRIKES", "MEMORY",
+           "LAST ERROR");
+    size_t k;
+    json_t *p;
+    json_array_foreach(stats, k, p)
+    {
+        const char *state = json_string_value(json_object_get(p, "state"));
+        printf("%-20s %-10s %-9s %7lld %9.1fK  %s\n", json_string_value(json_object_get(p, "name")),
+               json_string_value(json_object_get(p, "version")) ?: "-", state ?: "-",
+               (long long)json_integer_value(json_object_get(p, "strikes")),
+               (double)json_integer_value(json_object_get(p, "memory")) / 1024,
+               json_string_value(json_object_get(p, "last_error")) ?: "");
+        failed += state && strcmp(state, CS_PLUGIN_STATE_LOADED) != 0;
+    }
+    json_decref(stats);
+    cs_plughost_free(h);
+    return failed ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
@@ -256,6 +411,8 @@ int main(int argc, char **argv)
         return cmd_serve(argc - 1, argv + 1);
     if (strcmp(argv[1], "info") == 0)
         return cmd_info(argc - 1, argv + 1);
+    if (strcmp(argv[1], "plugins") == 0)
+        return cmd_plugins(argc - 1, argv + 1);
     fprintf(stderr, "consilium: unknown command '%s'\n", argv[1]);
     usage_main(stderr);
     return 2;

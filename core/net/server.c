@@ -25,14 +25,20 @@
 #include <netinet/in.h>
 
 #include "cs/buf.h"
+#include "cs/bus.h"
 #include "cs/err.h"
 #include "cs/iiif.h"
 #include "cs/jpeg.h"
 #include "cs/log.h"
+#include "cs/plughost.h"
+#include "cs/session.h"
 #include "cs/slide.h"
 #include "cs/thread.h"
 #include "cs/tilecache.h"
 #include "cs/tiles.h"
+
+#include "rest.h"
+#include "ws.h"
 
 typedef struct {
     char id[128];
@@ -57,6 +63,18 @@ typedef struct {
     int64_t when[AUDIT_SLOTS];
 } audit_log;
 
+/* A token's owner. */
+typedef struct {
+    char *name, *role, *token;
+} user_entry;
+
+/* A request body being received (POST/PATCH); the connection's context. */
+typedef struct {
+    char *data;
+    size_t len, cap;
+    int too_big;
+} body_buf;
+
 struct cs_server {
     cs_server_opts o;
     audit_log audit;
@@ -69,6 +87,15 @@ struct cs_server {
     struct MHD_Daemon *daemon;
     int port;
     cs_logger *log;
+    cs_bus *bus;       /* events for WebSocket clients (and plugins) */
+    cs_ws *ws;         /* the /ws hub */
+    user_entry *users; /* [0] is the owner of the server token */
+    int nusers;
+    cs_session *session;  /* the store's one writer */
+    cs_plughost *plugins; /* NULL without plugin folders */
+    cs_glue *glue;
+    int64_t plugins_sub;
+    char *tmp_db; /* the temporary database to remove, when no db_path */
 };
 
 /* ---- registry ---- */
@@ -284,6 +311,9 @@ typedef struct {
     cs_server *srv;
     struct MHD_Connection *conn;
     const char *url;
+    const char *method;
+    body_buf *body;
+    const user_entry *user; /* set once the token is checked */
 } request;
 
 /* ---- audit ---- */
@@ -483,9 +513,20 @@ static enum MHD_Result send_not_modified(request *rq, const char *etag)
 
 /* ---- checks ---- */
 
-static int token_ok(request *rq)
+/* Constant-time string equality (the lengths may leak, not the bytes). */
+static int same_secret(const char *want, const char *got)
 {
-    const char *want = rq->srv->token;
+    size_t n = strlen(want), m = strlen(got);
+    unsigned diff = (unsigned)(n ^ m);
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned)(want[i] ^ got[i < m ? i : 0]);
+    return diff == 0;
+}
+
+/* The user whose token the request carries, or NULL. Every user's token is
+ * compared, so the time does not say which one matched. */
+static const user_entry *find_user(request *rq)
+{
     const char *got = NULL;
     const char *auth = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, "Authorization");
     if (auth && strncasecmp(auth, "Bearer ", 7) == 0)
@@ -493,12 +534,18 @@ static int token_ok(request *rq)
     if (!got)
         got = MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, "access_token");
     if (!got)
-        return 0;
-    size_t n = strlen(want), m = strlen(got);
-    unsigned diff = (unsigned)(n ^ m);
-    for (size_t i = 0; i < n; i++)
-        diff |= (unsigned)(want[i] ^ got[i < m ? i : 0]);
-    return diff == 0;
+        return NULL;
+    const user_entry *found = NULL;
+    for (int i = 0; i < rq->srv->nusers; i++)
+        if (same_secret(rq->srv->users[i].token, got) && !found)
+            found = &rq->srv->users[i];
+    return found;
+}
+
+static int token_ok(request *rq)
+{
+    rq->user = find_user(rq);
+    return rq->user != NULL;
 }
 
 /* 1 when the file behind @p e is no longer the one opened */
@@ -769,6 +816,96 @@ static enum MHD_Result route_associated(request *rq, slide_entry *e, const char 
     return send_tile(rq, b, etag, NULL);
 }
 
+/* ---- annotations and plugins ---- */
+
+static void client_text(request *rq, char *out, size_t n)
+{
+    const struct in_addr *in = client_in(rq->conn);
+    if (!in || !inet_ntop(AF_INET, in, out, (socklen_t)n))
+        snprintf(out, n, "unknown");
+}
+
+static int can_write(const user_entry *u)
+{
+    return u && strcmp(u->role, "viewer") != 0;
+}
+
+static enum MHD_Result route_annotations(request *rq, slide_entry *e, const char *aid)
+{
+    enum MHD_Result ret;
+    if (check_slide(rq, e, &ret) < 0)
+        return ret;
+    if (aid && (!*aid || strchr(aid, '/')))
+        return send_error(rq, MHD_HTTP_NOT_FOUND, "not_found", "no such annotation route");
+    audit_access(rq, e, "annotations");
+    char client[64];
+    client_text(rq, client, sizeof(client));
+    cs_session_actor who = {rq->user->name, rq->user->name, client};
+    cs_rest_request r = {
+        rq->method,
+        e->id,
+        aid,
+        MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, "format"),
+        MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, "bbox"),
+        MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, "rev"),
+        rq->body->data,
+        rq->body->len,
+        can_write(rq->user),
+    };
+    json_t *out = NULL;
+    const char *type = "application/json";
+    unsigned status = cs_rest_annotations(rq->srv->session, &who, &r, &out, &type);
+    char *text = out ? json_dumps(out, JSON_COMPACT) : NULL;
+    json_decref(out);
+    if (!text)
+        return MHD_NO;
+    ret = send_buffer(rq, status, type, text, strlen(text));
+    free(text);
+    return ret;
+}
+
+/* A viewer opened a slide: plugins hear image.opened (transient). */
+static void post_image_opened(request *rq, slide_entry *e, const json_t *meta)
+{
+    char topic[160];
+    snprintf(topic, sizeof(topic), "slide:%s", e->id);
+    json_t *d =
+        json_pack("{s:s, s:s, s:O?, s:O?, s:O?, s:O?, s:O?}", "slide", e->id, "kind", "wsi",
+                  "levels", json_object_get(meta, "levels"), "mpp_x",
+                  json_object_get(meta, "mpp_x"), "mpp_y", json_object_get(meta, "mpp_y"), "width",
+                  json_object_get(meta, "width"), "height", json_object_get(meta, "height"));
+    cs_event *ev = cs_event_new("image.opened", topic, 0, rq->user->name, d);
+    if (ev)
+        cs_bus_post(rq->srv->bus, ev);
+    cs_event_unref(ev);
+}
+
+/* GET /plugins; POST /plugins/{name}/reload (admin). */
+static enum MHD_Result route_plugins(request *rq, const char *rest)
+{
+    cs_plughost *h = rq->srv->plugins;
+    if (*rest == '\0' || strcmp(rest, "/") == 0) {
+        if (strcmp(rq->method, "GET") && strcmp(rq->method, "HEAD"))
+            return send_error(rq, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
+                              "GET /plugins lists the plugins");
+        return send_json(rq, MHD_HTTP_OK, h ? cs_plughost_stats(h) : json_array());
+    }
+    const char *name = rest + 1, *slash = strchr(name, '/');
+    if (!slash || strcmp(slash, "/reload") || strcmp(rq->method, "POST"))
+        return send_error(rq, MHD_HTTP_NOT_FOUND, "not_found",
+                          "plugin routes: GET /plugins, POST /plugins/{name}/reload");
+    if (strcmp(rq->user->role, "admin"))
+        return send_error(rq, MHD_HTTP_FORBIDDEN, "forbidden", "reloading plugins needs admin");
+    char pname[128];
+    snprintf(pname, sizeof(pname), "%.*s", (int)(slash - name), name);
+    int r =
+        h ? cs_plughost_reload(h, pname) : cs_error_set(CS_ENOTFOUND, "no plugin \"%s\"", pname);
+    if (r < 0)
+        return send_code(rq, r);
+    return send_json(rq, MHD_HTTP_OK,
+                     json_pack("{s:s, s:s}", "plugin", pname, "status", "reloaded"));
+}
+
 static enum MHD_Result route_slides(request *rq, const char *rest)
 {
     cs_server *s = rq->srv;
@@ -792,6 +929,11 @@ static enum MHD_Result route_slides(request *rq, const char *rest)
         audit_access(rq, e, "metadata");
         return route_dzi_xml(rq, e);
     }
+    if (sub && (strcmp(sub, "/annotations") == 0 || strncmp(sub, "/annotations/", 13) == 0)) {
+        if (!(e = find_slide(s, rest, (size_t)(sub - rest))))
+            goto unknown;
+        return route_annotations(rq, e, sub[12] ? sub + 13 : NULL);
+    }
     if (sub && strncmp(sub, "/associated/", 12) == 0) {
         if (!(e = find_slide(s, rest, (size_t)(sub - rest))))
             goto unknown;
@@ -804,7 +946,9 @@ static enum MHD_Result route_slides(request *rq, const char *rest)
         if (check_slide(rq, e, &ret) < 0)
             return ret;
         audit_access(rq, e, "metadata");
-        return send_json(rq, MHD_HTTP_OK, slide_json(s, e, 1));
+        json_t *meta = slide_json(s, e, 1);
+        post_image_opened(rq, e, meta);
+        return send_json(rq, MHD_HTTP_OK, meta);
     }
     return send_error(rq, MHD_HTTP_NOT_FOUND, "not_found", "no such route under /slides");
 unknown:
@@ -884,35 +1028,104 @@ static int path_is_safe(const char *url)
     return 1;
 }
 
+/* ---- WebSocket /ws (the hub is in ws.c) ---- */
+
+/* Until the annotation core is wired: no command is known, nothing is logged. */
+static void ws_no_command(void *userdata, cs_ws *hub, int64_t conn, const char *user,
+                          const char *role, json_t *msg)
+{
+    (void)userdata, (void)user, (void)role;
+    char text[200];
+    snprintf(text, sizeof(text), "unknown op %.100s",
+             json_string_value(json_object_get(msg, "op")));
+    json_t *r =
+        json_pack("{s:s, s:O?, s:b, s:s, s:s}", "type", "reply", "req", json_object_get(msg, "req"),
+                  "ok", 0, "error", "unsupported", "message", text);
+    char *t = r ? json_dumps(r, JSON_COMPACT) : NULL;
+    json_decref(r);
+    if (t)
+        cs_ws_send(hub, conn, t, strlen(t));
+    free(t);
+}
+
+static const cs_ws_core ws_default_core = {NULL, ws_no_command, NULL, NULL};
+
+static enum MHD_Result route_ws(request *rq, const char *method)
+{
+    if (strcmp(method, "GET") != 0)
+        return send_error(rq, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
+                          "/ws takes GET with a WebSocket upgrade");
+    unsigned status;
+    struct MHD_Response *resp =
+        cs_ws_upgrade_response(rq->srv->ws, rq->conn, rq->user->name, rq->user->role, &status);
+    if (!resp)
+        return MHD_NO;
+    if (status != MHD_HTTP_SWITCHING_PROTOCOLS)
+        add_common_headers(rq, resp);
+    enum MHD_Result ret = MHD_queue_response(rq->conn, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
                               const char *method, const char *version, const char *upload_data,
                               size_t *upload_data_size, void **con_cls)
 {
     cs_server *s = cls;
-    request rq = {s, conn, url};
+    request rq = {s, conn, url, method, NULL, NULL};
     if (*con_cls == NULL) { /* first call: headers only */
-        *con_cls = (void *)1;
+        body_buf *b = calloc(1, sizeof(*b));
+        if (!b)
+            return MHD_NO;
+        *con_cls = b;
         return MHD_YES;
     }
-    if (*upload_data_size) { /* we take no bodies yet */
+    rq.body = *con_cls;
+    if (*upload_data_size) { /* a body: kept up to the limit, the rest counted and dropped */
+        body_buf *b = rq.body;
+        size_t n = *upload_data_size;
         *upload_data_size = 0;
+        if (b->too_big || b->len + n > CS_REST_MAX_BODY) {
+            b->too_big = 1;
+            return MHD_YES;
+        }
+        if (b->len + n + 1 > b->cap) {
+            size_t cap = b->cap ? b->cap : 4096;
+            while (cap < b->len + n + 1)
+                cap *= 2;
+            char *d = realloc(b->data, cap);
+            if (!d)
+                return MHD_NO;
+            b->data = d;
+            b->cap = cap;
+        }
+        memcpy(b->data + b->len, upload_data, n);
+        b->len += n;
+        b->data[b->len] = '\0';
         return MHD_YES;
     }
     if (strcmp(method, "OPTIONS") == 0) {
         struct MHD_Response *resp =
             MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
         add_common_headers(&rq, resp);
-        MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, HEAD, OPTIONS");
+        MHD_add_response_header(resp, "Access-Control-Allow-Methods",
+                                "GET, HEAD, POST, PATCH, DELETE, OPTIONS");
         MHD_add_response_header(resp, "Access-Control-Allow-Headers",
-                                "Authorization, If-None-Match");
+                                "Authorization, If-None-Match, Content-Type");
         MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
         enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_NO_CONTENT, resp);
         MHD_destroy_response(resp);
         return ret;
     }
-    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+    int reading = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    int writing = strcmp(method, "POST") == 0 || strcmp(method, "PATCH") == 0 ||
+                  strcmp(method, "DELETE") == 0;
+    if (!reading && !(writing && (strstr(url, "/annotations") || !strncmp(url, "/plugins/", 9))))
         return send_error(&rq, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
                           "%s is not allowed here", method);
+    if (rq.body->too_big)
+        return send_error(&rq, MHD_HTTP_CONTENT_TOO_LARGE, "too_large",
+                          "request body larger than %u MiB", CS_REST_MAX_BODY >> 20);
     if (!path_is_safe(url))
         return send_error(&rq, MHD_HTTP_BAD_REQUEST, "bad_path",
                           "path traversal or malformed path rejected");
@@ -930,6 +1143,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         return route_slides(&rq, url + 8);
     if (strncmp(url, "/iiif/3/", 8) == 0)
         return route_iiif(&rq, url + 8);
+    if (strcmp(url, "/ws") == 0)
+        return route_ws(&rq, method);
+    if (strcmp(url, "/plugins") == 0 || strncmp(url, "/plugins/", 9) == 0)
+        return route_plugins(&rq, url + 8);
     return send_error(&rq, MHD_HTTP_NOT_FOUND, "not_found", "no route for %s", url);
 }
 
@@ -973,6 +1190,96 @@ static int random_token(char *out, size_t n)
     }
     out[k] = '\0';
     return 0;
+}
+
+static const char *const roles[] = {"viewer", "pathologist", "coordinator", "admin"};
+
+/* users[0] = the server token's owner, then each "NAME:ROLE:TOKEN". */
+static int add_users(cs_server *s)
+{
+    s->users = calloc((size_t)s->o.nusers + 1, sizeof(*s->users));
+    if (!s->users)
+        return cs_error_set(CS_ENOMEM, "out of memory");
+    s->users[0] = (user_entry){strdup("owner"), strdup("admin"), strdup(s->token)};
+    s->nusers = 1;
+    for (int i = 0; i < s->o.nusers; i++) {
+        const char *spec = s->o.users[i], *c1 = strchr(spec, ':');
+        const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        int known = 0;
+        for (size_t k = 0; c2 && k < sizeof(roles) / sizeof(roles[0]); k++)
+            known |= strlen(roles[k]) == (size_t)(c2 - c1 - 1) &&
+                     !strncmp(roles[k], c1 + 1, (size_t)(c2 - c1 - 1));
+        if (!c2 || c1 == spec || strlen(c2 + 1) < 16 || !known)
+            return cs_error_set(CS_EINVAL,
+                                "user %d: expected NAME:ROLE:TOKEN with ROLE one of viewer, "
+                                "pathologist, coordinator, admin and a token of 16 or more "
+                                "characters",
+                                i + 1);
+        user_entry *u = &s->users[s->nusers++];
+        u->name = strndup(spec, (size_t)(c1 - spec));
+        u->role = strndup(c1 + 1, (size_t)(c2 - c1 - 1));
+        u->token = strdup(c2 + 1);
+        if (!u->name || !u->role || !u->token)
+            return cs_error_set(CS_ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
+/* The store, the session, and the plugins (after the slides are known). */
+static int start_session(cs_server *s)
+{
+    const char *path = s->o.db_path;
+    if (!path) {
+        char tmpl[] = "/tmp/consilium-XXXXXX.db";
+        int fd = mkstemps(tmpl, 3);
+        if (fd < 0)
+            return cs_error_set(CS_EIO, "cannot create a temporary database: %s", strerror(errno));
+        close(fd);
+        unlink(tmpl); /* SQLite creates it afresh */
+        if (!(s->tmp_db = strdup(tmpl)))
+            return cs_error_set(CS_ENOMEM, "out of memory");
+        path = s->tmp_db;
+        cs_log(s->log, CS_LOG_WARN,
+               "no --db given: annotations go to a temporary database, removed at exit");
+    }
+    int r = cs_session_new(&s->session, path, s->bus, s->log);
+    if (r < 0)
+        return r;
+    for (int i = 0; i < s->nslides && r == 0; i++) {
+        slide_entry *e = &s->slides[i];
+        r = cs_session_add_slide(s->session, e->id, e->slide ? cs_slide_mpp_x(e->slide) : 0,
+                                 e->slide ? cs_slide_mpp_y(e->slide) : 0);
+    }
+    if (r == 0)
+        r = cs_glue_new(&s->glue, s->session, s->bus);
+    if (r < 0 || s->o.nplugin_dirs == 0)
+        return r;
+    cs_plughost_opts po = CS_PLUGHOST_OPTS_INIT;
+    po.lib_dir = s->o.plugin_lib;
+    cs_plughost_core core = cs_glue_plughost_core(s->glue);
+    if ((r = cs_plughost_new(&s->plugins, &po, &core)) < 0)
+        return r;
+    cs_glue_set_host(s->glue, s->plugins);
+    for (int i = 0; i < s->o.nplugin_dirs; i++)
+        if ((r = cs_plughost_add_dir(s->plugins, s->o.plugin_dirs[i])) < 0)
+            return r;
+    s->plugins_sub = cs_bus_subscribe(s->bus, cs_plughost_bus_fn, s->plugins);
+    if (s->plugins_sub < 0)
+        return (int)s->plugins_sub;
+    r = cs_plughost_start(s->plugins);
+    cs_log(s->log, CS_LOG_INFO, "plugins: %d running", r);
+    return r < 0 ? r : 0;
+}
+
+static void free_body(void *cls, struct MHD_Connection *conn, void **con_cls,
+                      enum MHD_RequestTerminationCode toe)
+{
+    body_buf *b = *con_cls;
+    if (b) {
+        free(b->data);
+        free(b);
+        *con_cls = NULL;
+    }
 }
 
 int cs_server_new(cs_server **out, const cs_server_opts *opts)
@@ -1020,13 +1327,18 @@ int cs_server_new(cs_server **out, const cs_server_opts *opts)
         s->o.threads = 1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     if ((r = cs_pool_new(&s->decoders, "decode", ncpu > 1 ? (int)ncpu : 1, 256)) < 0 ||
-        (r = cs_tilecache_new(&s->cache, s->o.cache_bytes)) < 0) {
+        (r = cs_tilecache_new(&s->cache, s->o.cache_bytes)) < 0 || (r = cs_bus_new(&s->bus)) < 0 ||
+        (r = cs_ws_new(&s->ws, s->bus, &ws_default_core, NULL, s->log)) < 0) {
         cs_server_free(s);
         return r;
     }
     if (!s->bind || !s->cors || !s->token) {
         cs_server_free(s);
         return cs_error_set(CS_ENOMEM, "out of memory");
+    }
+    if ((r = add_users(s)) < 0) {
+        cs_server_free(s);
+        return r;
     }
     *out = s;
     return 0;
@@ -1080,7 +1392,11 @@ int cs_server_start(cs_server *s)
     sa.sin_port = htons((uint16_t)s->o.port);
     if (inet_pton(AF_INET, s->bind, &sa.sin_addr) != 1)
         return cs_error_set(CS_EINVAL, "bind address '%s' is not an IPv4 address", s->bind);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    int r = s->session ? 0 : start_session(s);
+    if (r < 0)
+        return r;
+    unsigned flags =
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
     if (s->tls_cert_pem)
         flags |= MHD_USE_TLS;
     struct MHD_OptionItem tls[] = {
@@ -1092,8 +1408,8 @@ int cs_server_start(cs_server *s)
         flags, 0, NULL, NULL, handle, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->o.threads, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)1000, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_EXTERNAL_LOGGER,
-        mhd_log, s->log, MHD_OPTION_UNESCAPE_CALLBACK, unescape, s, MHD_OPTION_ARRAY,
-        s->tls_cert_pem ? tls : tls + 2, MHD_OPTION_END);
+        mhd_log, s->log, MHD_OPTION_UNESCAPE_CALLBACK, unescape, s, MHD_OPTION_NOTIFY_COMPLETED,
+        free_body, s, MHD_OPTION_ARRAY, s->tls_cert_pem ? tls : tls + 2, MHD_OPTION_END);
     if (!s->daemon)
         return cs_error_set(CS_EIO, "cannot listen on %s:%d (in use, or not allowed)", s->bind,
                             s->o.port);
@@ -1112,12 +1428,43 @@ const char *cs_server_token(const cs_server *s)
     return s->token;
 }
 
+cs_bus *cs_server_bus(cs_server *s)
+{
+    return s->bus;
+}
+
 void cs_server_free(cs_server *s)
 {
     if (!s)
         return;
+    cs_ws_close_all(s->ws); /* libmicrohttpd must not stop with upgraded connections open */
     if (s->daemon)
         MHD_stop_daemon(s->daemon);
+    /* No request runs now. Plugins and WebSocket threads stop calling the
+     * session; the session finishes what is queued (its answers still reach
+     * the host and the hub); then the plugins stop. */
+    cs_glue_close(s->glue);
+    cs_session_free(s->session);
+    if (s->plugins_sub > 0)
+        cs_bus_unsubscribe(s->bus, s->plugins_sub);
+    cs_plughost_free(s->plugins);
+    cs_ws_free(s->ws);
+    cs_glue_free(s->glue);
+    if (s->tmp_db) {
+        static const char *const ext[] = {"", "-wal", "-shm"};
+        for (int i = 0; i < 3; i++) {
+            char p[64];
+            snprintf(p, sizeof(p), "%s%s", s->tmp_db, ext[i]);
+            unlink(p);
+        }
+        free(s->tmp_db);
+    }
+    for (int i = 0; i < s->nusers; i++) {
+        free(s->users[i].name);
+        free(s->users[i].role);
+        free(s->users[i].token);
+    }
+    free(s->users);
     cs_pool_free(s->decoders); /* no request runs, so no job is queued */
     for (int i = 0; i < s->nslides; i++) {
         cs_tiles_free(s->slides[i].tiles);
@@ -1134,6 +1481,7 @@ void cs_server_free(cs_server *s)
     free(s->token);
     free(s->tls_cert_pem);
     free(s->tls_key_pem);
+    cs_bus_free(s->bus); /* last: every subscriber has gone */
     cs_log_free(s->log);
     free(s);
 }

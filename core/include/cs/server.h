@@ -8,6 +8,7 @@
  *   GET /slides/{id}.dzi, /slides/{id}_files/{level}/{col}_{row}.jpeg
  *   GET /slides/{id}/associated/{name}.jpg    (403 unless serve_associated)
  *   GET /iiif/3/{id}/info.json, /iiif/3/{id}/{region}/{size}/{rot}/{quality}.jpg
+ *   GET /ws                                   WebSocket event channel (PROTOCOL.md)
  * Errors are JSON {"error": word, "message": text}: 400 malformed, 401 no or
  * wrong token, 403 not allowed, 404 unknown slide or tile out of range, 410
  * slide removed while served, 413 size above the maximum, 422 slide corrupt.
@@ -28,6 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cs/bus.h"
 #include "cs/common.h"
 
 typedef struct cs_server cs_server;
@@ -48,12 +50,19 @@ typedef struct {
     const char *tls_cert;      /**< PEM file paths: both set turns HTTPS on */
     const char *tls_key;
     const char *audit_path; /**< JSON-lines audit trail; NULL: the "audit" logger */
+    const char *db_path;    /**< the store (annotations, audit); NULL: a temporary file */
+    const char *const *users;        /**< "NAME:ROLE:TOKEN" each; roles viewer, pathologist,
+                                          coordinator, admin (the server token is "owner", admin) */
+    int nusers;
+    const char *const *plugin_dirs;  /**< folders of plugins, loaded in order */
+    int nplugin_dirs;
+    const char *plugin_lib;          /**< shared Lua libraries (plugins/lib) */
 } cs_server_opts;
 
 #define CS_SERVER_OPTS_INIT                                                                        \
     {                                                                                              \
         sizeof(cs_server_opts), "127.0.0.1", 8080, NULL, 256u << 20, 4, 0, -1, 75, 4096, 4096, 0,  \
-            "*", NULL, NULL, NULL                                                                  \
+            "*", NULL, NULL, NULL, NULL, NULL, 0, NULL, 0, NULL                                    \
     }
 
 CS_API int cs_server_new(cs_server **out, const cs_server_opts *opts);
@@ -66,6 +75,10 @@ CS_API int cs_server_slide_count(const cs_server *s);
 CS_API int cs_server_start(cs_server *s);
 CS_API int cs_server_port(const cs_server *s);
 CS_API const char *cs_server_token(const cs_server *s);
+/** The server's event bus: what is posted there reaches the WebSocket
+ *  clients of /ws (topic "slide:ID" those subscribed to ID, "" all).
+ *  Borrowed; valid until cs_server_free(). Thread-safe. */
+CS_API cs_bus *cs_server_bus(cs_server *s);
 /** First slide's id (for printing example URLs), or NULL. */
 CS_API const char *cs_server_slide_id(const cs_server *s, int index);
 CS_API void cs_server_free(cs_server *s);

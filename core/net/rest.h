@@ -1,0 +1,49 @@
+/* Private to core/net: REST handlers that need no libmicrohttpd. Each takes
+ * the parsed request and returns an HTTP status with a JSON body, so the
+ * logic is testable without a socket and server.c only moves bytes. */
+#ifndef CS_NET_REST_H
+#define CS_NET_REST_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "cs/bus.h"
+#include "cs/common.h"
+#include "cs/plughost.h"
+#include "cs/session.h"
+
+/* The largest request body accepted (a big GeoJSON import). */
+#define CS_REST_MAX_BODY (16u << 20)
+
+typedef struct {
+    const char *method; /* GET, POST, PATCH, DELETE */
+    const char *slide;  /* slide id (already known to exist) */
+    const char *aid;    /* annotation id, NULL for the collection */
+    const char *format; /* ?format= */
+    const char *bbox;   /* ?bbox=x0,y0,x1,y1 */
+    const char *rev;    /* ?rev= (DELETE) */
+    const char *body;   /* request body, NUL-terminated, may be NULL */
+    size_t body_len;
+    int can_write; /* the user's role may write */
+} cs_rest_request;
+
+/* /slides/{slide}/annotations[/{aid}]. @p out gets the response body (a new
+ * reference); @p content_type a static string. @return the HTTP status. */
+CS_INTERNAL unsigned cs_rest_annotations(cs_session *s, const cs_session_actor *who,
+                                         const cs_rest_request *rq, json_t **out,
+                                         const char **content_type);
+
+/* {"error": word, "message": text} for a CS_E* code, and its status. */
+CS_INTERNAL unsigned cs_rest_error(int code, const char *message, json_t **out);
+
+/* The wiring of plugins to the session and the bus (glue.c). */
+typedef struct cs_glue cs_glue;
+CS_INTERNAL int cs_glue_new(cs_glue **out, cs_session *s, cs_bus *bus);
+CS_INTERNAL void cs_glue_set_host(cs_glue *g, cs_plughost *h);
+CS_INTERNAL cs_plughost_core cs_glue_plughost_core(cs_glue *g);
+/* After this no call reaches the session. */
+CS_INTERNAL void cs_glue_close(cs_glue *g);
+CS_INTERNAL void cs_glue_free(cs_glue *g);
+
+#endif
