@@ -13,6 +13,7 @@
 #include "cs/err.h"
 
 #include "rest.h"
+#include "ws.h"
 
 struct cs_glue {
     pthread_rwlock_t lock;
@@ -132,4 +133,109 @@ cs_plughost_core cs_glue_plughost_core(cs_glue *g)
 {
     cs_plughost_core c = {g, plugin_command, plugin_read, plugin_emit, NULL};
     return c;
+}
+
+/* ---- WebSocket clients ---- */
+
+typedef struct {
+    cs_ws *hub;
+    int64_t conn;
+    json_t *req;
+    int64_t base_rev;
+} ws_pending;
+
+static void ws_send_json(cs_ws *hub, int64_t conn, json_t *frame)
+{
+    char *t = frame ? json_dumps(frame, JSON_COMPACT) : NULL;
+    json_decref(frame);
+    if (t)
+        cs_ws_send(hub, conn, t, strlen(t));
+    free(t);
+}
+
+static void ws_reply_error(cs_ws *hub, int64_t conn, json_t *req, int code, const char *message,
+                           const json_t *current)
+{
+    json_t *err;
+    cs_rest_error(code, message, &err);
+    json_t *f =
+        json_pack("{s:s, s:O?, s:b, s:O, s:O}", "type", "reply", "req", req, "ok", 0, "error",
+                  json_object_get(err, "error"), "message", json_object_get(err, "message"));
+    if (current)
+        json_object_set(f, "current", (json_t *)current);
+    json_decref(err);
+    ws_send_json(hub, conn, f);
+}
+
+static void ws_done(void *userdata, int code, const json_t *result, const char *message)
+{
+    ws_pending *p = userdata;
+    if (code == 0) {
+        ws_send_json(p->hub, p->conn,
+                     json_pack("{s:s, s:O?, s:b, s:O}", "type", "reply", "req", p->req, "ok", 1,
+                               "data", result ? result : json_null()));
+    } else {
+        const json_t *cur = code == CS_ECONFLICT ? json_object_get(result, "current") : NULL;
+        ws_reply_error(p->hub, p->conn, p->req, code, message, cur);
+        if (cur)
+            ws_send_json(p->hub, p->conn,
+                         json_pack("{s:s, s:i, s:s, s:{s:O?, s:O, s:I}}", "type", "event", "seq", 0,
+                                   "event", "annotation.conflict", "data", "id",
+                                   json_object_get(cur, "id"), "current", cur, "base_rev",
+                                   (json_int_t)p->base_rev));
+    }
+    json_decref(p->req);
+    free(p);
+}
+
+void cs_glue_ws_command(cs_glue *g, cs_ws *hub, int64_t conn, const char *user, const char *role,
+                        json_t *msg)
+{
+    const char *op = json_string_value(json_object_get(msg, "op"));
+    json_t *req = json_object_get(msg, "req");
+    if (!op ||
+        (strcmp(op, "annot.create") && strcmp(op, "annot.update") && strcmp(op, "annot.delete"))) {
+        char text[160];
+        snprintf(text, sizeof(text), "unknown op \"%.100s\"", op ? op : "");
+        ws_reply_error(hub, conn, req, CS_EINVAL, text, NULL);
+        return;
+    }
+    if (!strcmp(role, "viewer")) {
+        ws_reply_error(hub, conn, req, CS_EPERM, "your role may not write annotations", NULL);
+        return;
+    }
+    char client[32];
+    snprintf(client, sizeof(client), "ws:%lld", (long long)conn);
+    cs_session_actor who = {user, user, client};
+    ws_pending *p = calloc(1, sizeof(*p));
+    if (!p)
+        return;
+    p->hub = hub;
+    p->conn = conn;
+    p->req = req ? json_incref(req) : NULL;
+    p->base_rev = json_integer_value(json_object_get(msg, "rev"));
+    pthread_rwlock_rdlock(&g->lock);
+    int r = g->closed ? cs_error_set(CS_ECLOSED, "the node is shutting down")
+                      : cs_session_submit(g->session, &who, msg, ws_done, p);
+    pthread_rwlock_unlock(&g->lock);
+    if (r < 0) {
+        ws_reply_error(hub, conn, req, r, cs_error_last(), NULL);
+        json_decref(p->req);
+        free(p);
+    }
+}
+
+int cs_glue_ws_replay(cs_glue *g, const char *slide, int64_t since, int64_t upto,
+                      void (*emit)(void *ctx, cs_event *ev), void *ctx)
+{
+    pthread_rwlock_rdlock(&g->lock);
+    int r = g->closed ? cs_error_set(CS_ECLOSED, "the node is shutting down")
+                      : cs_session_replay(g->session, slide, since, upto, emit, ctx);
+    pthread_rwlock_unlock(&g->lock);
+    return r;
+}
+
+int64_t cs_glue_last_seq(cs_glue *g)
+{
+    return cs_session_last_seq(g->session);
 }

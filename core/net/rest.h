@@ -5,6 +5,7 @@
 #define CS_NET_REST_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -42,6 +43,13 @@ typedef struct cs_glue cs_glue;
 CS_INTERNAL int cs_glue_new(cs_glue **out, cs_session *s, cs_bus *bus);
 CS_INTERNAL void cs_glue_set_host(cs_glue *g, cs_plughost *h);
 CS_INTERNAL cs_plughost_core cs_glue_plughost_core(cs_glue *g);
+/* WebSocket clients' commands, replay and resume point (see ws.h). */
+struct cs_ws;
+CS_INTERNAL void cs_glue_ws_command(cs_glue *g, struct cs_ws *hub, int64_t conn, const char *user,
+                                    const char *role, json_t *msg);
+CS_INTERNAL int cs_glue_ws_replay(cs_glue *g, const char *slide, int64_t since, int64_t upto,
+                                  void (*emit)(void *ctx, cs_event *ev), void *ctx);
+CS_INTERNAL int64_t cs_glue_last_seq(cs_glue *g);
 /* After this no call reaches the session. */
 CS_INTERNAL void cs_glue_close(cs_glue *g);
 CS_INTERNAL void cs_glue_free(cs_glue *g);

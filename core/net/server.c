@@ -1030,25 +1030,28 @@ static int path_is_safe(const char *url)
 
 /* ---- WebSocket /ws (the hub is in ws.c) ---- */
 
-/* Until the annotation core is wired: no command is known, nothing is logged. */
-static void ws_no_command(void *userdata, cs_ws *hub, int64_t conn, const char *user,
-                          const char *role, json_t *msg)
+/* The hub's core: commands, replay and resume point go to the session
+ * through the glue (which refuses them once shutdown has begun). The
+ * session exists from cs_server_start(), before any connection. */
+static void ws_command(void *userdata, cs_ws *hub, int64_t conn, const char *user, const char *role,
+                       json_t *msg)
 {
-    (void)userdata, (void)user, (void)role;
-    char text[200];
-    snprintf(text, sizeof(text), "unknown op %.100s",
-             json_string_value(json_object_get(msg, "op")));
-    json_t *r =
-        json_pack("{s:s, s:O?, s:b, s:s, s:s}", "type", "reply", "req", json_object_get(msg, "req"),
-                  "ok", 0, "error", "unsupported", "message", text);
-    char *t = r ? json_dumps(r, JSON_COMPACT) : NULL;
-    json_decref(r);
-    if (t)
-        cs_ws_send(hub, conn, t, strlen(t));
-    free(t);
+    cs_server *s = userdata;
+    cs_glue_ws_command(s->glue, hub, conn, user, role, msg);
 }
 
-static const cs_ws_core ws_default_core = {NULL, ws_no_command, NULL, NULL};
+static int ws_replay(void *userdata, const char *slide, int64_t since, int64_t upto,
+                     void (*emit)(void *ctx, cs_event *ev), void *ctx)
+{
+    cs_server *s = userdata;
+    return cs_glue_ws_replay(s->glue, slide, since, upto, emit, ctx);
+}
+
+static int64_t ws_last_seq(void *userdata)
+{
+    cs_server *s = userdata;
+    return s->glue ? cs_glue_last_seq(s->glue) : 0;
+}
 
 static enum MHD_Result route_ws(request *rq, const char *method)
 {
@@ -1145,6 +1148,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         return route_iiif(&rq, url + 8);
     if (strcmp(url, "/ws") == 0)
         return route_ws(&rq, method);
+    if (strcmp(url, "/ws/stats") == 0)
+        return send_json(&rq, MHD_HTTP_OK, cs_ws_stats(s->ws));
     if (strcmp(url, "/plugins") == 0 || strncmp(url, "/plugins/", 9) == 0)
         return route_plugins(&rq, url + 8);
     return send_error(&rq, MHD_HTTP_NOT_FOUND, "not_found", "no route for %s", url);
@@ -1328,7 +1333,8 @@ int cs_server_new(cs_server **out, const cs_server_opts *opts)
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     if ((r = cs_pool_new(&s->decoders, "decode", ncpu > 1 ? (int)ncpu : 1, 256)) < 0 ||
         (r = cs_tilecache_new(&s->cache, s->o.cache_bytes)) < 0 || (r = cs_bus_new(&s->bus)) < 0 ||
-        (r = cs_ws_new(&s->ws, s->bus, &ws_default_core, NULL, s->log)) < 0) {
+        (r = cs_ws_new(&s->ws, s->bus, &(cs_ws_core){s, ws_command, ws_replay, ws_last_seq}, NULL,
+                       s->log)) < 0) {
         cs_server_free(s);
         return r;
     }
