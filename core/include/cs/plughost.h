@@ -99,6 +99,12 @@ CS_API int cs_plughost_start(cs_plughost *h);
  *  events (viewer.viewport_changed, stream.stats, switcher.source_health)
  *  keep only the latest per plugin. Never blocks. */
 CS_API void cs_plughost_post(cs_plughost *h, cs_event *ev);
+/** Offer an event to one plugin only, without choking it: @return 0,
+ *  CS_EAGAIN when its inbox is full (retry later), CS_ENOTFOUND when no
+ *  such plugin runs or it is not subscribed. For benches and tools that
+ *  must not lose events; the core uses cs_plughost_post(). @since 0.1 */
+CS_API int cs_plughost_try_post_to(cs_plughost *h, const char *plugin, cs_event *ev);
+
 /** A bus subscriber function that calls cs_plughost_post (userdata = host). */
 CS_API void cs_plughost_bus_fn(void *host, cs_event *ev);
 
