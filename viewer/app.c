@@ -12,12 +12,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <curl/curl.h>
 
 #include "cs/err.h"
 #include "cs/log.h"
 #include "cs/thread.h"
+
+#include "adraw.h"
 
 static void usage(FILE *f)
 {
@@ -37,6 +40,11 @@ static void usage(FILE *f)
             "  --screenshot OUT.png  headless: render the view once every visible tile of\n"
             "                     its level is loaded, write OUT.png (WxH) and exit\n"
             "  --overlays         with --screenshot: draw scale bar, name and status too\n"
+            "  --script FILE      headless: replay input (tool, down/move/up/click/dblclick X Y,\n"
+            "                     key NAME, type TEXT, wait MS, screenshot OUT.png,\n"
+            "                     expect-annotations N, dump OUT.json); see viewer/README.md\n"
+            "  --annotations FILE local files: the annotation sidecar (default\n"
+            "                     SLIDE.annotations.geojson next to the slide)\n"
             "  --views FILE       headless timing run: FILE has one X,Y,ZOOM per line; prints\n"
             "                     {\"startup_ms\",\"prefetch_bytes\"} then one JSON line per view\n"
             "                     (first_paint_ms, sharp_ms, tiles, bytes, fetched)\n"
@@ -53,7 +61,10 @@ static void usage(FILE *f)
             "  -h, --help         this text\n"
             "\n"
             "keys (window): drag to pan, wheel zooms about the cursor, arrows pan,\n"
-            "  +/- zoom, Home fits the slide, O toggles overlays, Q/Esc quits.\n"
+            "  +/- zoom, Home fits the slide, O toggles overlays, Q quits.\n"
+            "  annotation tools: S select, P point, L ruler, R rectangle, E ellipse,\n"
+            "  G polygon, F freehand, T text; Delete deletes, N relabels, C cycles the class,\n"
+            "  Esc cancels.\n"
             "headless modes need no display (SDL software renderer on a surface).\n"
             "exit status: 0 ok, 1 error (server, token, slide, file), 2 usage, 3 timeout.\n");
 }
@@ -155,6 +166,10 @@ static int parse_args(vw_options *o, int argc, char **argv)
                 o->screenshot = v;
             else if (strcmp(a, "--views") == 0)
                 o->views = v;
+            else if (strcmp(a, "--script") == 0)
+                o->script = v;
+            else if (strcmp(a, "--annotations") == 0)
+                o->annotations = v;
             else if (strcmp(a, "--parallel") == 0)
                 bad = parse_int(v, 1, 32, &o->parallel);
             else if (strcmp(a, "--ring") == 0)
@@ -193,6 +208,10 @@ static int parse_args(vw_options *o, int argc, char **argv)
     }
     if (o->screenshot && o->views) {
         fprintf(stderr, "consilium-view: --screenshot and --views do not go together\n");
+        return -1;
+    }
+    if (o->script && o->views) {
+        fprintf(stderr, "consilium-view: --script and --views do not go together\n");
         return -1;
     }
     return 0;
@@ -316,6 +335,101 @@ int vw_app_start_fetch(vw_app *a, void (*wake)(void *userdata), void *userdata)
     return vw_fetch_new(&a->fetch, &fo);
 }
 
+/* ---- annotations ---- */
+
+/* ISO 8601 UTC with milliseconds, as the server writes them. */
+static void now_iso(char *out, size_t n)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char b[32];
+    strftime(b, sizeof(b), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, n, "%s.%03ldZ", b, ts.tv_nsec / 1000000);
+}
+
+/* The editor's callback for local files: ids, revs and times as the server
+ * would set them; the sidecar is written once the event is handled. */
+static void local_changed(void *userdata, vw_annot *an, int op)
+{
+    vw_app *a = userdata;
+    if (op == VW_EDIT_CREATED) {
+        vw_annot_make_id(an->id);
+        an->rev = 1;
+        now_iso(an->created, sizeof(an->created));
+        snprintf(an->updated, sizeof(an->updated), "%s", an->created);
+    } else if (op == VW_EDIT_UPDATED) {
+        an->rev++;
+        now_iso(an->updated, sizeof(an->updated));
+    }
+    a->save_pending = 1;
+}
+
+static int annotations_open(vw_app *a)
+{
+    vw_annots_init(&a->annots, a->src.mpp_x, a->src.mpp_y);
+    const char *user = getenv("USER");
+    snprintf(a->author, sizeof(a->author), "%s", user && *user ? user : "local");
+    vw_edit_init(&a->edit, &a->annots, a->author);
+    if (vw_source_is_url(a->o.target))
+        return 0; /* the sync thread loads them (vw_app_start_sync) */
+    const char *p = a->o.annotations;
+    size_t n = strlen(a->o.target) + 32;
+    if (!(a->sidecar = malloc(p ? strlen(p) + 1 : n)))
+        return cs_error_set(CS_ENOMEM, "out of memory");
+    if (p)
+        memcpy(a->sidecar, p, strlen(p) + 1);
+    else
+        snprintf(a->sidecar, n, "%s.annotations.geojson", a->o.target);
+    a->edit.changed = local_changed;
+    a->edit.userdata = a;
+    int r = vw_annots_load_geojson(&a->annots, a->sidecar);
+    if (r == 0 && a->annots.n)
+        cs_log(NULL, CS_LOG_INFO, "%zu annotations from %s", a->annots.n, a->sidecar);
+    return r;
+}
+
+int vw_app_start_sync(vw_app *a, void (*wake)(void *userdata), void *userdata)
+{
+    if (!vw_source_is_url(a->o.target))
+        return 0;
+    vw_sync_opts so = {a->src.base, a->o.token, a->src.id, a->o.insecure,
+                       a->o.cacert, wake,       userdata};
+    return vw_sync_new(&a->sync, &so, &a->annots, &a->edit);
+}
+
+int vw_app_annotations_poll(vw_app *a)
+{
+    int changed = a->sync ? vw_sync_poll(a->sync) : 0;
+    if (a->save_pending && a->sidecar) {
+        a->save_pending = 0;
+        if (vw_annots_save_geojson(&a->annots, a->sidecar) < 0) {
+            cs_log(NULL, CS_LOG_ERROR, "%s", cs_error_last());
+            vw_edit_status(&a->edit, "cannot save the annotations: %s", cs_error_last());
+            changed = 1;
+        }
+    }
+    return changed;
+}
+
+int vw_app_event(vw_app *a, vw_input *in, const SDL_Event *ev, vw_view *v, int toolbar)
+{
+    if (toolbar && ev->type == SDL_MOUSEBUTTONDOWN && ev->button.button == SDL_BUTTON_LEFT) {
+        int t = vw_adraw_toolbar_hit(v->w, ev->button.x, ev->button.y);
+        if (t >= 0) {
+            vw_edit_set_tool(&a->edit, (vw_tool)t);
+            return 1;
+        }
+    }
+    int r = vw_edit_handle(&a->edit, ev, v);
+    int dirty = (r & VW_EDIT_DIRTY) != 0;
+    if (!(r & VW_EDIT_CONSUMED))
+        dirty |= vw_input_handle(in, ev, v, &a->src.geom);
+    dirty |= vw_app_annotations_poll(a);
+    return dirty;
+}
+
 int main(int argc, char **argv)
 {
     vw_app app;
@@ -355,7 +469,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "consilium-view: %s\n", cs_error_last());
         goto out;
     }
-    if (!o->screenshot && !o->views) {
+    if (!o->views && annotations_open(&app) < 0) {
+        fprintf(stderr, "consilium-view: %s\n", cs_error_last());
+        goto out;
+    }
+    if (!o->screenshot && !o->views && !o->script) {
         rc = vw_ui_run(&app); /* creates the fetcher itself, to wire the wake-up */
         goto out;
     }
@@ -363,8 +481,20 @@ int main(int argc, char **argv)
         fprintf(stderr, "consilium-view: %s\n", cs_error_last());
         goto out;
     }
-    rc = o->screenshot ? vw_headless_screenshot(&app) : vw_headless_views(&app);
+    if (o->script) {
+        if ((r = vw_app_start_sync(&app, NULL, NULL)) < 0) {
+            fprintf(stderr, "consilium-view: %s\n", cs_error_last());
+            goto out;
+        }
+        rc = vw_headless_script(&app);
+    } else {
+        rc = o->screenshot ? vw_headless_screenshot(&app) : vw_headless_views(&app);
+    }
 out:
+    vw_sync_free(app.sync);
+    vw_edit_free(&app.edit);
+    vw_annots_free(&app.annots);
+    free(app.sidecar);
     vw_fetch_free(app.fetch);
     vw_render_free(app.render);
     vw_cache_free(&app.cache);

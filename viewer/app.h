@@ -9,16 +9,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <SDL.h>
+
+#include "annot.h"
 #include "cache.h"
+#include "edit.h"
 #include "fetch.h"
+#include "input.h"
 #include "render.h"
 #include "source.h"
+#include "sync.h"
 
 typedef struct {
     const char *target;
     const char *token;
-    const char *screenshot; /**< --screenshot OUT.png */
-    const char *views;      /**< --views FILE */
+    const char *screenshot;  /**< --screenshot OUT.png */
+    const char *views;       /**< --views FILE */
+    const char *script;      /**< --script FILE */
+    const char *annotations; /**< --annotations FILE (local files) */
     const char *font;
     const char *cacert;
     int w, h;
@@ -44,6 +52,13 @@ typedef struct {
     /* the want list last handed to the fetcher */
     vw_key *last_want;
     size_t last_n, last_cap, last_urgent;
+    /* annotations: a sidecar GeoJSON (FILE) or live sync (URL) */
+    vw_annots annots;
+    vw_edit edit;
+    vw_sync *sync;
+    char *sidecar;
+    char author[64];
+    int save_pending;
     /* window mode: wake the event loop when a tile is ready */
     uint32_t wake_event;
     atomic_int wake_pending;
@@ -66,10 +81,21 @@ void vw_app_publish(vw_app *a, const vw_view *v);
 void vw_app_compose(vw_app *a, const vw_view *v, uint32_t *fb, int pitch, vw_frame_stats *st);
 /** Whether every tile of the prefetched levels is in (loaded or failed). */
 int vw_app_prefetched(vw_app *a, size_t *bytes);
+/** URL mode: start the annotation sync (@p wake as for the fetcher). */
+int vw_app_start_sync(vw_app *a, void (*wake)(void *userdata), void *userdata);
+/** One input event: the tool bar (@p toolbar), then the editor, then
+ *  input.c (pan, zoom, keys). @return 1 when the frame must be drawn again. */
+int vw_app_event(vw_app *a, vw_input *in, const SDL_Event *ev, vw_view *v, int toolbar);
+/** Apply what the sync thread brought, save a changed sidecar.
+ *  @return 1 when the frame must be drawn again. */
+int vw_app_annotations_poll(vw_app *a);
+/** Headless: show @p v until sharp (or --timeout). @return 0 or 3 (timeout). */
+int vw_headless_settle(vw_app *a, const vw_view *v, uint32_t *fb, int pitch, vw_frame_stats *st);
 
 /* modes; each returns the process exit code */
 int vw_headless_screenshot(vw_app *a);
 int vw_headless_views(vw_app *a);
+int vw_headless_script(vw_app *a);
 int vw_ui_run(vw_app *a);
 
 #endif

@@ -17,6 +17,7 @@
 #include "cs/log.h"
 #include "cs/thread.h"
 
+#include "adraw.h"
 #include "app.h"
 #include "overlay.h"
 #include "png.h"
@@ -66,6 +67,14 @@ static void run_view(vw_app *a, const vw_view *v, uint32_t *fb, int pitch, view_
     out->fetched = a->fetched - f0;
 }
 
+int vw_headless_settle(vw_app *a, const vw_view *v, uint32_t *fb, int pitch, vw_frame_stats *st)
+{
+    view_run run;
+    run_view(a, v, fb, pitch, &run);
+    *st = run.st;
+    return run.timed_out ? 3 : 0;
+}
+
 static SDL_Surface *make_surface(int w, int h)
 {
     SDL_Surface *s = SDL_CreateRGBSurfaceWithFormat(0, w, h, 32, SDL_PIXELFORMAT_XRGB8888);
@@ -107,14 +116,17 @@ int vw_headless_screenshot(vw_app *a)
                     "consilium-view: warning: %d of %d tiles failed and are drawn from a coarser "
                     "level\n",
                     run.st.n_failed, run.st.n_visible);
-        if (a->o.overlays) {
+        if (a->o.overlays || a->annots.n) {
             vw_overlay *ov = NULL;
             if (vw_overlay_new(&ov, ren, a->o.font) == 0) {
-                vw_overlay_info info = {
-                    a->src.name,  a->src.mpp_x,        v.zoom,
-                    run.st.level, a->src.geom.nlevels, vw_fetch_in_flight(a->fetch),
-                    a->failed};
-                vw_overlay_draw(ov, v.w, v.h, &info);
+                vw_adraw(ren, ov, &a->edit, &v, a->o.overlays);
+                if (a->o.overlays) {
+                    vw_overlay_info info = {
+                        a->src.name,  a->src.mpp_x,        v.zoom,
+                        run.st.level, a->src.geom.nlevels, vw_fetch_in_flight(a->fetch),
+                        a->failed};
+                    vw_overlay_draw(ov, v.w, v.h, &info);
+                }
                 SDL_RenderPresent(ren);
                 vw_overlay_free(ov);
             }

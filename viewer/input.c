@@ -46,7 +46,6 @@ int vw_input_handle(vw_input *in, const SDL_Event *ev, vw_view *v, const vw_geom
     case SDL_KEYDOWN:
         switch (ev->key.keysym.sym) {
         case SDLK_q:
-        case SDLK_ESCAPE:
             in->quit = 1;
             return 0;
         case SDLK_LEFT:

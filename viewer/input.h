@@ -2,7 +2,8 @@
  *
  * Drag pans, the wheel zooms about the cursor, arrow keys pan by an eighth
  * of the window, + and - zoom about the centre, Home fits the whole slide,
- * O toggles the overlays, Q or Escape quits. Render thread only. */
+ * O toggles the overlays, Q quits (Escape belongs to the annotation editor,
+ * edit.h). Render thread only. */
 #ifndef VW_INPUT_H
 #define VW_INPUT_H
 

@@ -21,11 +21,21 @@ typedef struct {
     int w, h;
 } slot;
 
+#define NLABELS 64
+
+typedef struct {
+    slot s;
+    uint32_t rgb;
+    uint64_t used;
+} label_slot;
+
 struct vw_overlay {
     SDL_Renderer *ren;
     TTF_Font *font;
     int ttf_inited;
     slot slots[NSLOTS];
+    label_slot labels[NLABELS]; /* annotation labels, by text and colour */
+    uint64_t tick;
 };
 
 int vw_overlay_new(vw_overlay **out, SDL_Renderer *ren, const char *font_path)
@@ -52,6 +62,9 @@ void vw_overlay_free(vw_overlay *o)
     for (int i = 0; i < NSLOTS; i++)
         if (o->slots[i].tex)
             SDL_DestroyTexture(o->slots[i].tex);
+    for (int i = 0; i < NLABELS; i++)
+        if (o->labels[i].s.tex)
+            SDL_DestroyTexture(o->labels[i].s.tex);
     if (o->font)
         TTF_CloseFont(o->font);
     if (o->ttf_inited)
@@ -151,4 +164,50 @@ void vw_overlay_draw(vw_overlay *o, int w, int h, const vw_overlay_info *in)
             snprintf(buf, sizeof(buf), "%g \xc2\xb5m", um);
         text(o, SLOT_SCALE, buf, bx, by - lh - 4, 0);
     }
+}
+
+int vw_overlay_line_height(const vw_overlay *o)
+{
+    return o && o->font ? TTF_FontLineSkip(o->font) : 16;
+}
+
+int vw_overlay_label(vw_overlay *o, const char *str, int x, int y, uint32_t rgb)
+{
+    if (!o || !o->font || !*str)
+        return 0;
+    label_slot *hit = NULL, *old = &o->labels[0];
+    for (int i = 0; i < NLABELS && !hit; i++) {
+        label_slot *l = &o->labels[i];
+        if (l->s.tex && l->rgb == rgb && strcmp(l->s.text, str) == 0)
+            hit = l;
+        else if (l->used < old->used)
+            old = l;
+    }
+    if (!hit) {
+        hit = old;
+        if (hit->s.tex)
+            SDL_DestroyTexture(hit->s.tex);
+        hit->s.tex = NULL;
+        snprintf(hit->s.text, sizeof(hit->s.text), "%s", str);
+        hit->rgb = rgb;
+        SDL_Color c = {rgb >> 16 & 255, rgb >> 8 & 255, rgb & 255, 255};
+        SDL_Surface *surf = TTF_RenderUTF8_Blended(o->font, str, c);
+        if (!surf)
+            return 0;
+        hit->s.tex = SDL_CreateTextureFromSurface(o->ren, surf);
+        hit->s.w = surf->w;
+        hit->s.h = surf->h;
+        SDL_FreeSurface(surf);
+        if (!hit->s.tex)
+            return 0;
+        SDL_SetTextureBlendMode(hit->s.tex, SDL_BLENDMODE_BLEND);
+    }
+    hit->used = ++o->tick;
+    SDL_Rect box = {x - 3, y - 1, hit->s.w + 6, hit->s.h + 2};
+    SDL_SetRenderDrawBlendMode(o->ren, SDL_BLENDMODE_BLEND);
+    SDL_SetRenderDrawColor(o->ren, 0, 0, 0, 160);
+    SDL_RenderFillRect(o->ren, &box);
+    SDL_Rect dst = {x, y, hit->s.w, hit->s.h};
+    SDL_RenderCopy(o->ren, hit->s.tex, NULL, &dst);
+    return hit->s.w;
 }

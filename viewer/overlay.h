@@ -5,6 +5,8 @@
 #ifndef VW_OVERLAY_H
 #define VW_OVERLAY_H
 
+#include <stdint.h>
+
 #include <SDL.h>
 
 typedef struct vw_overlay vw_overlay;
@@ -25,6 +27,14 @@ void vw_overlay_free(vw_overlay *o);
 /** Whether text can be drawn. */
 int vw_overlay_has_text(const vw_overlay *o);
 void vw_overlay_draw(vw_overlay *o, int w, int h, const vw_overlay_info *info);
+
+/** Draw @p str with its top-left corner at (@p x, @p y) in colour
+ *  @p rgb (0xRRGGBB) on a translucent dark box; text textures are cached
+ *  (a few dozen, least recently drawn replaced). @return the text's width
+ *  (0 without a font). */
+int vw_overlay_label(vw_overlay *o, const char *str, int x, int y, uint32_t rgb);
+/** Height of a text line in pixels (16 without a font). */
+int vw_overlay_line_height(const vw_overlay *o);
 
 /** The scale bar for @p mpp and @p zoom: a round length (1, 2, 5 x 10^k µm)
  *  whose bar is at most @p max_px long. @return the bar length in screen

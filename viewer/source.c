@@ -198,6 +198,10 @@ static int open_url(vw_source *s, const char *target)
     r = vw_geom_init(&s->geom, json_integer_value(jw), json_integer_value(jh),
                      (int)json_integer_value(jt), (int)json_integer_value(jo));
     s->mpp_x = json_number_value(json_object_get(j, "mpp_x"));
+    s->mpp_y = json_number_value(json_object_get(j, "mpp_y"));
+    if (!(s->mpp_y > 0))
+        s->mpp_y = s->mpp_x;
+    snprintf(s->id, sizeof(s->id), "%s", id);
     json_decref(j);
     if (r < 0)
         return r;
@@ -231,6 +235,9 @@ static int open_file(vw_source *s, const char *path)
         return cs_error_set(CS_EFORMAT, "DeepZoom level count disagrees (%d vs %d)",
                             s->geom.nlevels, cs_tiles_level_count(s->tiles));
     s->mpp_x = cs_slide_mpp_x(s->slide);
+    s->mpp_y = cs_slide_mpp_y(s->slide);
+    if (!(s->mpp_y > 0))
+        s->mpp_y = s->mpp_x;
     const char *base = strrchr(path, '/');
     snprintf(s->name, sizeof(s->name), "%s", base ? base + 1 : path);
     return 0;

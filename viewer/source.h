@@ -20,6 +20,8 @@
 typedef struct {
     vw_geom geom;
     double mpp_x; /**< µm per level-0 pixel, 0 when unknown */
+    double mpp_y; /**< the same vertically (mpp_x when the slide gives one only) */
+    char id[200]; /**< the server's slide id (URL mode) */
     char name[256];
     /* http */
     char *base;     /**< "http://host:port" (with any path prefix) */

@@ -11,7 +11,9 @@
 #include <SDL.h>
 
 #include "cs/err.h"
+#include "cs/thread.h"
 
+#include "adraw.h"
 #include "app.h"
 #include "input.h"
 #include "overlay.h"
@@ -58,7 +60,8 @@ int vw_ui_run(vw_app *a)
     SDL_Texture *tex = NULL;
     vw_overlay *ov = NULL;
     a->wake_event = SDL_RegisterEvents(1);
-    if (a->wake_event == (uint32_t)-1 || vw_app_start_fetch(a, wake, a) < 0) {
+    if (a->wake_event == (uint32_t)-1 || vw_app_start_fetch(a, wake, a) < 0 ||
+        vw_app_start_sync(a, wake, a) < 0) {
         fprintf(stderr, "consilium-view: %s\n",
                 a->wake_event == (uint32_t)-1 ? SDL_GetError() : cs_error_last());
         goto out;
@@ -85,7 +88,10 @@ int vw_ui_run(vw_app *a)
     vw_app_initial_view(a, &v);
     vw_input in = {0};
     in.overlays = 1;
-    int dirty = 1, last_inflight = -1;
+    int dirty = 1, last_inflight = -1, typing = 0, status_shown = 0;
+    /* text input only while the editor takes text: the key that starts it
+     * (N, or a click of the text tool) must not arrive as text too */
+    SDL_StopTextInput();
     while (!in.quit) {
         SDL_Event ev;
         int got = dirty ? SDL_PollEvent(&ev) : SDL_WaitEventTimeout(&ev, 250);
@@ -108,10 +114,24 @@ int vw_ui_run(vw_app *a)
                 }
                 dirty = 1;
             } else {
-                dirty |= vw_input_handle(&in, &ev, &v, &a->src.geom);
+                dirty |= vw_app_event(a, &in, &ev, &v, 1);
+                if (!!a->edit.typing != typing) {
+                    typing = !!a->edit.typing;
+                    if (typing)
+                        SDL_StartTextInput();
+                    else
+                        SDL_StopTextInput();
+                }
             }
             got = SDL_PollEvent(&ev);
         }
+        if (vw_app_annotations_poll(a))
+            dirty = 1;
+        /* the status message goes after a few seconds */
+        int show = a->edit.status[0] && cs_clock_ns() < a->edit.status_until;
+        if (show != status_shown)
+            dirty = 1;
+        status_shown = show;
         if (!got_any)
             vw_app_publish(a, &v); /* idle: failed tiles may be due for a retry */
         atomic_store(&a->wake_pending, 0);
@@ -136,6 +156,7 @@ int vw_ui_run(vw_app *a)
         SDL_UnlockTexture(tex);
         SDL_RenderClear(ren);
         SDL_RenderCopy(ren, tex, NULL, NULL);
+        vw_adraw(ren, ov, &a->edit, &v, 1);
         if (in.overlays) {
             vw_overlay_info info = {a->src.name,         a->src.mpp_x, v.zoom,   st.level,
                                     a->src.geom.nlevels, inflight,     a->failed};
@@ -148,6 +169,8 @@ out:
     /* stop the workers before SDL goes: they may push wake events */
     vw_fetch_free(a->fetch);
     a->fetch = NULL;
+    vw_sync_free(a->sync);
+    a->sync = NULL;
     vw_overlay_free(ov);
     if (tex)
         SDL_DestroyTexture(tex);
