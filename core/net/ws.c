@@ -209,7 +209,9 @@ struct client {
 
     /* connection thread only */
     wslay_event_context_ptr ws;
-    int bad_in_row, closing, broken;
+    int bad_in_row, closing, close_queued, broken;
+    uint16_t close_code;
+    const char *close_reason; /* a static string */
     int64_t last_rx_ns, last_ping_ns, close_deadline_ns;
     json_t *vp_pending; /* a viewport op waiting for its slot */
     char *vp_slide;
@@ -338,15 +340,30 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
 
 /* ---- sending from the connection thread ---- */
 
+/* Begin closing: no more frames are queued; the close frame itself goes out
+ * once what is queued has been written (wslay would send it ahead of them),
+ * except for a slow client, whose queue may never drain. */
 static void start_close(client *c, uint16_t code, const char *reason)
 {
     if (c->closing)
         return;
     c->closing = 1;
+    c->close_code = code;
+    c->close_reason = reason;
     c->close_deadline_ns = cs_clock_ns() + ms_ns(c->hub->o.close_timeout_ms);
-    wslay_event_queue_close(c->ws, code, (const uint8_t *)reason, strlen(reason));
     cs_log(c->hub->log, CS_LOG_VERBOSE, "ws %lld (%s): closing %u %s", (long long)c->id, c->user,
            code, reason);
+}
+
+/* @return 1 when the close frame was queued now. */
+static int queue_close(client *c)
+{
+    if (!c->closing || c->close_queued || (c->close_code != 1013 && wslay_event_want_write(c->ws)))
+        return 0;
+    c->close_queued = 1;
+    wslay_event_queue_close(c->ws, c->close_code, (const uint8_t *)c->close_reason,
+                            strlen(c->close_reason));
+    return 1;
 }
 
 static void slow_close(client *c)
@@ -748,6 +765,8 @@ static void conn_loop(client *c)
         pump(c);
         if (wslay_event_want_write(c->ws) && wslay_event_send(c->ws) < 0)
             break;
+        if (queue_close(c))
+            continue;
         if (c->broken || (!wslay_event_want_read(c->ws) && !wslay_event_want_write(c->ws)))
             break; /* closed both ways, or the peer is gone */
         now = cs_clock_ns();
@@ -801,11 +820,35 @@ static void conn_loop(client *c)
     }
 }
 
+/* After a close frame sent while reading had stopped (a frame too big: the
+ * peer may still be sending it), read and drop until the peer closes or is
+ * quiet, so it gets to read our close frame instead of a reset. */
+static void linger(client *c)
+{
+    if (c->broken || !wslay_event_get_close_sent(c->ws) || wslay_event_get_close_received(c->ws))
+        return;
+    int64_t end = cs_clock_ns() + ms_ns(10000);
+    uint8_t scratch[16384];
+    for (;;) {
+        int64_t left = (end - cs_clock_ns()) / 1000000;
+        if (left <= 0)
+            return;
+        int idle = c->hub->o.close_timeout_ms;
+        struct pollfd p = {c->fd, POLLIN, 0};
+        if (poll(&p, 1, (int)(left < idle ? left : idle)) <= 0)
+            return;
+        ssize_t n = recv(c->fd, scratch, sizeof(scratch), 0);
+        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
+            return;
+    }
+}
+
 static void conn_main(void *userdata)
 {
     client *c = userdata;
     cs_ws *hub = c->hub;
     conn_loop(c);
+    linger(c);
     cs_bus_unsubscribe(hub->bus, c->bus_sub); /* on_event is never called again */
     if (c->urh)
         MHD_upgrade_action(c->urh, MHD_UPGRADE_ACTION_CLOSE);
@@ -1059,7 +1102,7 @@ struct MHD_Response *cs_ws_upgrade_response(cs_ws *hub, struct MHD_Connection *c
         return NULL;
     }
     MHD_add_response_header(r, "Upgrade", "websocket");
-    MHD_add_response_header(r, "Connection", "Upgrade");
+    /* libmicrohttpd adds "Connection: Upgrade" itself */
     MHD_add_response_header(r, "Sec-WebSocket-Accept", accept);
     /* One entry per HTTP connection: an older one for the same pointer is
      * stale (that connection failed before its upgrade and the pointer was
