@@ -512,6 +512,24 @@ static int l_load(lua_State *L)
     return lua_gettop(L);
 }
 
+/* setmetatable refuses __gc: finalizers run with hooks off (lgc.c GCTM),
+ * so a looping finalizer could not be killed. Lua marks an object for
+ * finalization only when __gc is present at setmetatable time, so adding
+ * the field later has no effect. */
+static int l_setmetatable(lua_State *L)
+{
+    if (lua_type(L, 2) == LUA_TTABLE) {
+        lua_pushliteral(L, "__gc");
+        if (lua_rawget(L, 2) != LUA_TNIL)
+            return luaL_error(L, "__gc metamethods are not allowed in plugins");
+        lua_pop(L, 1);
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
 static int l_collectgarbage(lua_State *L)
 {
     const char *opt = luaL_optstring(L, 1, "collect");
@@ -1132,6 +1150,9 @@ static int sandbox_setup(lua_State *L)
     lua_getfield(L, g, "rawset");
     lua_pushcclosure(L, l_rawset, 1);
     lua_setfield(L, g, "rawset");
+    lua_getfield(L, g, "setmetatable");
+    lua_pushcclosure(L, l_setmetatable, 1);
+    lua_setfield(L, g, "setmetatable");
     lua_pushcfunction(L, l_collectgarbage);
     lua_setfield(L, g, "collectgarbage");
     lua_pushcfunction(L, l_print);

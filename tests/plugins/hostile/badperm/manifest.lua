@@ -1,0 +1,1 @@
+return {name = "badperm", version = "1.0", api = 1, needs = {"root"}}

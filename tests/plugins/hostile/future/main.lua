@@ -1,0 +1,1 @@
+cs.log.info("never loaded")

@@ -1,0 +1,1 @@
+return {name = "future", version = "1.0", api = 2, needs = {}}

@@ -1,0 +1,2 @@
+-- runs forever at load: killed at load_ms
+while true do end
