@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The main job: build, serve the slides in ../shared/testdata/wsi (or a
-# generated slide when that folder is absent) and open the workstation on
-# the first one; without a display, print the DeepZoom and IIIF URLs and
-# save a rendered view to build/demo/view.png.
+# generated slide when that folder is absent) with the plugins of plugins/
+# and a store in build/demo/consilium.db, and open the workstation on the
+# first one; without a display, draw a ruler, a polygon and a rectangle
+# through the workstation's script mode, print what the server stored
+# (measured in µm, labelled by the annotations plugin) and save the view
+# to build/demo/view.png.
 # usage: scripts/demo.sh [--port N] [SLIDE_OR_FOLDER...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=8080
-if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then sed -n '2,7p' "$0"; exit 0; fi
+if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then sed -n '2,10p' "$0"; exit 0; fi
 if [ "${1:-}" = "--port" ]; then port=$2; shift 2; fi
 bash scripts/deps.sh
 cmake --preset release >/dev/null
@@ -26,7 +29,8 @@ fi
 mkdir -p build/demo
 rm -f build/demo/port
 token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-"$bin" serve --port "$port" --port-file build/demo/port --token "$token" "${paths[@]}" \
+"$bin" serve --port "$port" --port-file build/demo/port --token "$token" \
+    --db build/demo/consilium.db --plugins plugins "${paths[@]}" \
     > build/demo/serve.log 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
@@ -46,10 +50,37 @@ echo "(send 'Authorization: Bearer $token')"
 if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && [ -x "$view" ]; then
     "$view" --token "$token" "$url"
 else
-    if [ -x "$view" ]; then
-        SDL_VIDEODRIVER=dummy "$view" --token "$token" --overlays --screenshot build/demo/view.png \
-            --size 1280x800 "$url" && echo "No display: a rendered view is in build/demo/view.png"
+    api="http://127.0.0.1:$port/slides/$first/annotations"
+    have=$(curl -s -H "Authorization: Bearer $token" "$api" |
+           /usr/bin/python3 -c 'import json,sys; print(len(json.load(sys.stdin)["annotations"]))')
+    script=build/demo/draw.txt
+    : > "$script"
+    if [ "$have" = 0 ]; then # draw once; later runs show what the store kept
+        printf '%s\n' "tool line" "down 380 520" "move 560 560" "up 760 600" \
+            "tool polygon" "click 820 220" "click 1010 250" "click 1060 420" "dblclick 860 450" \
+            "tool rect" "down 180 160" "move 300 240" "up 420 330" "wait 1500" > "$script"
     fi
+    if [ -x "$view" ]; then
+        SDL_VIDEODRIVER=dummy "$view" --token "$token" --overlays --script "$script" \
+            --screenshot build/demo/view.png --size 1280x800 "$url" &&
+            echo "No display: a rendered view is in build/demo/view.png"
+    fi
+    echo
+    echo "Annotations on $first (GET $api):"
+    curl -s -H "Authorization: Bearer $token" "$api" | /usr/bin/python3 -c '
+import json, sys
+for a in json.load(sys.stdin)["annotations"]:
+    m = a.get("measure", {})
+    size = ("%.1f um" % m["length_um"]) if "length_um" in m else \
+           ("%.0f um2" % m["area_um2"]) if "area_um2" in m else ""
+    print("  %-10s %-14s %-12s by %-8s rev %d" % (a["type"], a["label"], size, a["author"], a["rev"]))'
+    echo "Plugins (GET /plugins):"
+    curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$port/plugins" |
+        /usr/bin/python3 -c '
+import json, sys
+for p in json.load(sys.stdin):
+    print("  %-12s %-8s %s, %d strikes, %.0f KiB" % (p["name"], p["version"], p["state"],
+          p["strikes"], p["memory"] / 1024))'
     if [ -t 0 ]; then
         echo "Serving until Ctrl-C."
         wait $server
