@@ -9,6 +9,7 @@
  *   GET /slides/{id}/associated/{name}.jpg    (403 unless serve_associated)
  *   GET /iiif/3/{id}/info.json, /iiif/3/{id}/{region}/{size}/{rot}/{quality}.jpg
  *   GET /ws                                   WebSocket event channel (PROTOCOL.md)
+ *   GET /ws/stats                             WebSocket hub counters (connections, closes)
  * Errors are JSON {"error": word, "message": text}: 400 malformed, 401 no or
  * wrong token, 403 not allowed, 404 unknown slide or tile out of range, 410
  * slide removed while served, 413 size above the maximum, 422 slide corrupt.
