@@ -1,0 +1,1 @@
+return {name = "bench", version = "1.0", api = 1}
