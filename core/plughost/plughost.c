@@ -94,6 +94,15 @@ typedef struct {
     struct plugin *p;
 } guard;
 
+typedef struct {
+    char name[NAME_MAX_LEN + 1];
+    char version[32];
+    int api;
+    unsigned needs;
+    json_t *config;
+    char error[ERR_LEN];
+} manifest;
+
 typedef struct completion {
     struct completion *next;
     int64_t req;
@@ -1233,12 +1242,13 @@ static int lua_string_field(lua_State *L, int t, const char *k, char *out, size_
     return rc;
 }
 
-/* Scan dir/manifest.lua in a throwaway state with an empty environment.
- * Fills p's manifest fields; 0 or -1 with p->scan_error. */
-static int scan_manifest(plugin *p, const char *dir, int ms)
+/* Scan dir/manifest.lua in a throwaway state with an empty environment
+ * into @p m (the caller frees m->config). 0, or -1 with m->error. */
+static int scan_manifest(manifest *m, const char *dir, int ms)
 {
-    char *err = p->scan_error;
-    size_t errlen = sizeof(p->scan_error);
+    memset(m, 0, sizeof(*m));
+    char *err = m->error;
+    size_t errlen = sizeof(m->error);
     char path[4096];
     snprintf(path, sizeof(path), "%s/manifest.lua", dir);
     guard g = {.limit = MANIFEST_MEM};
@@ -1259,8 +1269,8 @@ static int scan_manifest(plugin *p, const char *dir, int ms)
     const char *kind = g.killing ? "timeout" : st == LUA_ERRMEM ? "memory" : "error";
     disarm(&g);
     if (st != LUA_OK) {
-        const char *m = lua_tostring(L, -1);
-        snprintf(err, errlen, "manifest %s: %s", kind, m ? m : "?");
+        const char *msg = lua_tostring(L, -1);
+        snprintf(err, errlen, "manifest %s: %s", kind, msg ? msg : "?");
         goto out;
     }
     if (!lua_istable(L, -1)) {
@@ -1270,7 +1280,7 @@ static int scan_manifest(plugin *p, const char *dir, int ms)
     int t = lua_gettop(L);
     char name[NAME_MAX_LEN + 1];
     if (lua_string_field(L, t, "name", name, sizeof(name), 1, err, errlen) ||
-        lua_string_field(L, t, "version", p->version, sizeof(p->version), 1, err, errlen))
+        lua_string_field(L, t, "version", m->version, sizeof(m->version), 1, err, errlen))
         goto out;
     for (const char *c = name; *c; c++) {
         if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_' || *c == '-')) {
@@ -1282,21 +1292,21 @@ static int scan_manifest(plugin *p, const char *dir, int ms)
         snprintf(err, errlen, "manifest: empty name");
         goto out;
     }
-    snprintf(p->name, sizeof(p->name), "%s", name);
+    snprintf(m->name, sizeof(m->name), "%s", name);
     lua_pushliteral(L, "api");
     lua_rawget(L, t);
     if (!lua_isinteger(L, -1)) {
         snprintf(err, errlen, "manifest: 'api' must be an integer");
         goto out;
     }
-    p->api = (int)lua_tointeger(L, -1);
+    m->api = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
-    if (p->api < CS_PLUGIN_API_COMPATIBLE || p->api > CS_PLUGIN_API_LEVEL) {
-        snprintf(err, errlen, "api level %d is not supported (this host accepts %d..%d)", p->api,
+    if (m->api < CS_PLUGIN_API_COMPATIBLE || m->api > CS_PLUGIN_API_LEVEL) {
+        snprintf(err, errlen, "api level %d is not supported (this host accepts %d..%d)", m->api,
                  CS_PLUGIN_API_COMPATIBLE, CS_PLUGIN_API_LEVEL);
         goto out;
     }
-    p->needs = 0;
+    m->needs = 0;
     lua_pushliteral(L, "needs");
     int ty = lua_rawget(L, t);
     if (ty == LUA_TTABLE) {
@@ -1312,7 +1322,7 @@ static int scan_manifest(plugin *p, const char *dir, int ms)
                 snprintf(err, errlen, "manifest: unknown permission '%s' in needs", s);
                 goto out;
             }
-            p->needs |= bit;
+            m->needs |= bit;
             lua_pop(L, 1);
         }
     } else if (ty != LUA_TNIL) {
@@ -1320,18 +1330,16 @@ static int scan_manifest(plugin *p, const char *dir, int ms)
         goto out;
     }
     lua_pop(L, 1);
-    json_decref(p->config);
-    p->config = NULL;
     lua_pushliteral(L, "config");
     ty = lua_rawget(L, t);
     if (ty == LUA_TTABLE) {
         char jerr[128];
-        p->config = cs_plughost_to_json(L, -1, jerr, sizeof(jerr));
-        if (!p->config || !json_is_object(p->config)) {
+        m->config = cs_plughost_to_json(L, -1, jerr, sizeof(jerr));
+        if (!m->config || !json_is_object(m->config)) {
             snprintf(err, errlen, "manifest: 'config' must be a table of settings%s%s",
-                     p->config ? "" : ": ", p->config ? "" : jerr);
-            json_decref(p->config);
-            p->config = NULL;
+                     m->config ? "" : ": ", m->config ? "" : jerr);
+            json_decref(m->config);
+            m->config = NULL;
             goto out;
         }
     } else if (ty != LUA_TNIL) {
@@ -1343,6 +1351,23 @@ static int scan_manifest(plugin *p, const char *dir, int ms)
 out:
     lua_close(L);
     return rc;
+}
+
+/* Adopt a scanned manifest (stealing m->config); under mu for readers of
+ * stats. The name changes only when @p rename. */
+static void adopt_manifest(plugin *p, manifest *m, int rename)
+{
+    pthread_mutex_lock(&p->mu);
+    if (rename && m->name[0])
+        snprintf(p->name, sizeof(p->name), "%s", m->name);
+    snprintf(p->version, sizeof(p->version), "%s", m->version);
+    p->api = m->api;
+    p->needs = m->needs;
+    json_decref(p->config);
+    p->config = m->config;
+    m->config = NULL;
+    snprintf(p->scan_error, sizeof(p->scan_error), "%s", m->error);
+    pthread_mutex_unlock(&p->mu);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1857,18 +1882,20 @@ static void set_logger(plugin *p)
 static int rescan(plugin *p)
 {
     cs_plughost *h = p->host;
-    if (scan_manifest(p, p->dir, h->opts.manifest_ms) == 0) {
-        set_logger(p);
-        return 0;
-    }
+    manifest m;
+    int rc = scan_manifest(&m, p->dir, h->opts.manifest_ms);
+    adopt_manifest(p, &m, 1);
     if (!p->name[0]) {
         const char *base = strrchr(p->dir, '/');
         base = base && base[1] ? base + 1 : p->dir;
+        pthread_mutex_lock(&p->mu);
         snprintf(p->name, sizeof(p->name), "%s", base);
+        pthread_mutex_unlock(&p->mu);
     }
     set_logger(p);
-    cs_log(p->log, CS_LOG_ERROR, "%s", p->scan_error);
-    return -1;
+    if (rc != 0)
+        cs_log(p->log, CS_LOG_ERROR, "%s", p->scan_error);
+    return rc;
 }
 
 static void close_state(plugin *p)
@@ -2051,6 +2078,15 @@ void cs_plughost_free(cs_plughost *h)
 {
     if (!h)
         return;
+    /* stop every thread first: a stopping plugin may still emit, and the
+     * core may post that back to us while the others are being freed */
+    for (int i = 0; i < h->n; i++) {
+        plugin *p = h->plugins[i];
+        pthread_mutex_lock(&p->life);
+        stop_plugin(p, "shutdown", 0);
+        atomic_store(&p->state, ST_STOPPED);
+        pthread_mutex_unlock(&p->life);
+    }
     for (int i = 0; i < h->n; i++)
         plugin_free(h->plugins[i]);
     free(h->plugins);
@@ -2285,19 +2321,14 @@ int cs_plughost_reload(cs_plughost *h, const char *name)
     stop_plugin(p, "reload", was == ST_RUNNING);
     atomic_store(&p->state, ST_STOPPED);
     int rc = 0;
-    char oldname[sizeof(p->name)];
-    snprintf(oldname, sizeof(oldname), "%s", p->name);
-    if (scan_manifest(p, p->dir, h->opts.manifest_ms) != 0) {
+    manifest m;
+    if (scan_manifest(&m, p->dir, h->opts.manifest_ms) == 0 && strcmp(m.name, p->name) != 0)
+        snprintf(m.error, sizeof(m.error), "manifest name changed from %s to %s", p->name, m.name);
+    adopt_manifest(p, &m, 0);
+    if (p->scan_error[0]) {
         set_last_error(p, "manifest", p->scan_error);
         atomic_store(&p->state, ST_FAILED);
         rc = cs_error_set(CS_EFORMAT, "%s: %s", name, p->scan_error);
-    } else if (strcmp(oldname, p->name) != 0) {
-        snprintf(p->scan_error, sizeof(p->scan_error), "manifest name changed from %s to %s",
-                 oldname, p->name);
-        snprintf(p->name, sizeof(p->name), "%s", oldname);
-        set_last_error(p, "manifest", p->scan_error);
-        atomic_store(&p->state, ST_FAILED);
-        rc = cs_error_set(CS_EINVAL, "%s: %s", name, p->scan_error);
     } else if (start_plugin(p) != 0) {
         rc = cs_error_set(CS_EFORMAT, "%s: %s", name, p->last_error);
     } else {
