@@ -292,7 +292,9 @@ static int pcall_tb(lua_State *L, int nargs, int nres)
 static void set_last_error(plugin *p, const char *kind, const char *msg)
 {
     pthread_mutex_lock(&p->mu);
-    snprintf(p->last_error, sizeof(p->last_error), "%s: %s", kind, msg);
+    /* truncating a long message is intended */
+    if (snprintf(p->last_error, sizeof(p->last_error), "%s: %s", kind, msg) < 0)
+        p->last_error[0] = 0;
     pthread_mutex_unlock(&p->mu);
 }
 
