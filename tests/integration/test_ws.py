@@ -385,10 +385,13 @@ def run_main(srv):
     frames, code, eof = slow.drain(10)
     ck.check(eof or code == 1013, "the slow client's connection ends (close %s, eof %s, %d frames)"
              % (code, eof, frames))
+    during.sort()
     p95 = lambda v: v[int(len(v) * 0.95) - 1] if v else 9  # noqa: E731
-    print("probe latency ms: before p50 %.1f p95 %.1f; with a stuck client p50 %.1f p95 %.1f (n=%d)"
+    print("probe latency ms: before p50 %.1f p95 %.1f; with a stuck client p50 %.1f p95 %.1f (n=%d);"
+          " stuck client closed after %.1f s having got %d frames, the fast reader %d"
           % (base[len(base) // 2] * 1e3, p95(base) * 1e3, during[len(during) // 2] * 1e3,
-             p95(during) * 1e3, len(during)), flush=True)
+             p95(during) * 1e3, len(during), closed_after or -1, frames,
+             sum(1 for _, m in rr.msgs if is_event(m))), flush=True)
     ck.check(p95(during) < 0.5, "others' p95 latency stays low with a stuck client: %.0f ms"
              % (p95(during) * 1e3))
     flood_events = sum(1 for _, m in rr.msgs if is_event(m))
