@@ -710,8 +710,13 @@ json_t *cs_session_read(cs_session *s, const cs_session_actor *who, const json_t
     json_t *out = NULL;
     if (!op) {
         *code = cs_error_set(CS_EINVAL, "op: missing");
-    } else if (!strcmp(op, "annot.list") || !strcmp(op, "annot.query")) {
+    } else if (!strcmp(op, "annot.list")) {
         out = read_list(db, query, code);
+    } else if (!strcmp(op, "annot.query")) { /* plugins: just the array */
+        json_t *l = read_list(db, query, code);
+        if (l)
+            out = json_incref(json_object_get(l, "annotations"));
+        json_decref(l);
     } else if (!strcmp(op, "annot.get")) {
         out = read_get(db, str(query, "id"), code);
     } else if (!strcmp(op, "annot.measure")) {

@@ -91,7 +91,7 @@ static unsigned collection(cs_session *s, const cs_session_actor *who, const cs_
                            json_t **out, const char **type)
 {
     if (!strcmp(rq->method, "GET") || !strcmp(rq->method, "HEAD")) {
-        json_t *q = json_pack("{s:s, s:s}", "op", "annot.list", "slide", rq->slide), *bb;
+        json_t *q = json_pack("{s:s, s:s}", "op", "annot.list", "slide", rq->slide), *bb = NULL;
         if (rq->bbox) {
             if (parse_bbox(rq->bbox, &bb) < 0) {
                 json_decref(q);

@@ -20,6 +20,7 @@
  *   storage.set  {key, value}               → {} (per plugin: origin)
  * Reads:
  *   annot.list {slide[, bbox:[x0,y0,x1,y1]]} → {slide, seq, annotations}
+ *   annot.query {slide[, bbox]}              → [annotations] (the plugin API's)
  *   annot.get {id}, annot.measure {id}, storage.get {key}
  *
  * Events posted (topic "slide:<id>", seq = the op log's): annotation.created,
