@@ -1,11 +1,12 @@
 /* The event bus: refcounted immutable events, subscribers called on the
  * posting thread under a read lock (they only try-push). */
+#include "cs/bus.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cs/bus.h"
 #include "cs/err.h"
 #include "cs/thread.h"
 
@@ -103,9 +104,9 @@ static _Thread_local cs_event *framing;
 static void make_frame(void)
 {
     cs_event *ev = framing;
-    json_t *f = json_pack("{s:s, s:I, s:s, s:s, s:s, s:O}", "type", "event", "seq",
-                          (json_int_t)ev->seq, "event", ev->name, "topic", ev->topic, "origin",
-                          ev->origin, "data", ev->data);
+    json_t *f =
+        json_pack("{s:s, s:I, s:s, s:s, s:s, s:O}", "type", "event", "seq", (json_int_t)ev->seq,
+                  "event", ev->name, "topic", ev->topic, "origin", ev->origin, "data", ev->data);
     if (!f)
         return;
     ev->frame = json_dumps(f, JSON_COMPACT);
