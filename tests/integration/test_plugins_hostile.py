@@ -266,8 +266,13 @@ def main():
               % ([round(x, 2) for x in base], mb, [round(x, 2) for x in attack], ma, ma / mb,
                  reloads, labelled, total))
         c.check(reloads >= 3, "the attack kept the hostile plugins coming back (%d)" % reloads)
-        c.check(ma <= 2 * mb, "p99 under attack within 2x of baseline (%.2f vs %.2f ms)"
-                % (ma, mb))
+        if os.environ.get("CS_SANITIZE") == "1":
+            # ASan/UBSan slow the plugin threads' Lua several times over:
+            # the figure is printed, the 2x bound holds only for real builds.
+            print("SKIP the 2x p99 bound: sanitizer build (ratio %.2f printed only)" % (ma / mb))
+        else:
+            c.check(ma <= 2 * mb, "p99 under attack within 2x of baseline (%.2f vs %.2f ms)"
+                    % (ma, mb))
         c.check(total > 20 and labelled == total,
                 "the annotations plugin labelled every annotation made during the attack "
                 "(%d/%d)" % (labelled, total))
