@@ -56,9 +56,9 @@ else
     script=build/demo/draw.txt
     : > "$script"
     if [ "$have" = 0 ]; then # draw once; later runs show what the store kept
-        printf '%s\n' "tool line" "down 380 520" "move 560 560" "up 760 600" \
-            "tool polygon" "click 820 220" "click 1010 250" "click 1060 420" "dblclick 860 450" \
-            "tool rect" "down 180 160" "move 300 240" "up 420 330" "wait 1500" > "$script"
+        printf '%s\n' "tool line" "down 470 560" "move 600 590" "up 780 640" \
+            "tool polygon" "click 700 250" "click 800 230" "click 860 380" "dblclick 720 420" \
+            "tool rect" "down 420 160" "move 480 200" "up 560 300" "wait 1500" > "$script"
     fi
     if [ -x "$view" ]; then
         SDL_VIDEODRIVER=dummy "$view" --token "$token" --overlays --script "$script" \

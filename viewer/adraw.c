@@ -88,7 +88,7 @@ static int screen_pts(const vw_annot *a, const vw_view *v, SDL_FPoint **out, int
         n = a->npts;
         o = a->pts;
     }
-    *out = n ? malloc((size_t)n * sizeof(**out)) : NULL;
+    *out = n > 0 ? calloc((size_t)n, sizeof(**out)) : NULL;
     if (*out)
         for (int i = 0; i < n; i++)
             (*out)[i] = scr(v, o[i]);

@@ -346,7 +346,7 @@ static void now_iso(char *out, size_t n)
     gmtime_r(&ts.tv_sec, &tm);
     char b[32];
     strftime(b, sizeof(b), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, n, "%s.%03ldZ", b, ts.tv_nsec / 1000000);
+    snprintf(out, n, "%s.%03dZ", b, (int)(ts.tv_nsec / 1000000) % 1000);
 }
 
 /* The editor's callback for local files: ids, revs and times as the server

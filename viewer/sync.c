@@ -381,14 +381,17 @@ static int split_base(const char *base, char *host, size_t hn, char *port, size_
     } else {
         snprintf(port, pn, "80");
     }
+    const char *name = hp;
     if (hp[0] == '[') {
         size_t l = strlen(hp);
         if (l >= 2 && hp[l - 1] == ']')
             hp[l - 1] = '\0';
-        snprintf(host, hn, "%s", hp + 1);
-    } else {
-        snprintf(host, hn, "%s", hp);
+        name++;
     }
+    size_t l = strlen(name);
+    if (l >= hn)
+        return -1; /* a host name longer than the buffer */
+    memcpy(host, name, l + 1);
     return 0;
 }
 
