@@ -389,11 +389,14 @@ static int cmd_plugins(int argc, char **argv)
     json_array_foreach(stats, k, p)
     {
         const char *state = json_string_value(json_object_get(p, "state"));
-        printf("%-20s %-10s %-9s %7lld %9.1fK  %s\n", json_string_value(json_object_get(p, "name")),
+        const char *err = json_string_value(json_object_get(p, "last_error"));
+        int errlen = err ? (int)strcspn(err, "\n") : 0; /* the first line, not the traceback */
+        printf("%-20s %-10s %-9s %7lld %9.1fK  %.*s\n",
+               json_string_value(json_object_get(p, "name")),
                json_string_value(json_object_get(p, "version")) ?: "-", state ?: "-",
                (long long)json_integer_value(json_object_get(p, "strikes")),
-               (double)json_integer_value(json_object_get(p, "memory")) / 1024,
-               json_string_value(json_object_get(p, "last_error")) ?: "");
+               (double)json_integer_value(json_object_get(p, "memory")) / 1024, errlen,
+               err ? err : "");
         failed += state && strcmp(state, CS_PLUGIN_STATE_LOADED) != 0;
     }
     json_decref(stats);
