@@ -59,7 +59,16 @@ int main(int argc, char **argv)
              argc > 1 ? argv[1]
              : src    ? src
                       : ".");
-    int n = argc > 2 ? atoi(argv[2]) : 100;
+    int n = 100;
+    if (argc > 2) {
+        char *end;
+        long v = strtol(argv[2], &end, 10);
+        if (*end || end == argv[2] || v < 1 || v > 100000) {
+            fprintf(stderr, "reload_test: '%s' is not a reload count (1..100000)\n", argv[2]);
+            return 2;
+        }
+        n = (int)v;
+    }
     cs_plughost_opts o = CS_PLUGHOST_OPTS_INIT;
     o.nice = 0;
     o.handler_ms = 2000; /* valgrind is slow */

@@ -11,19 +11,19 @@
 
 enum {
     CS_OK = 0,
-    CS_ENOMEM = -1,    /**< out of memory */
-    CS_EINVAL = -2,    /**< invalid argument or malformed request */
-    CS_EIO = -3,       /**< read/write failure */
-    CS_ENOTFOUND = -4, /**< no such file, slide, tile or key */
-    CS_EFORMAT = -5,   /**< data is not in a format we can read, or corrupt */
-    CS_ETIMEDOUT = -6, /**< a deadline passed */
-    CS_EAGAIN = -7,    /**< try again later (queue full, drain output first) */
-    CS_EOF = -8,       /**< end of stream */
-    CS_ERANGE = -9,    /**< value out of range (level, tile, region) */
-    CS_ETOOBIG = -10,  /**< request larger than the configured maximum */
-    CS_EPERM = -11,    /**< not allowed by configuration or role */
-    CS_EGONE = -12,    /**< the resource existed but was removed */
-    CS_ECLOSED = -13,  /**< object was closed or shut down */
+    CS_ENOMEM = -1,     /**< out of memory */
+    CS_EINVAL = -2,     /**< invalid argument or malformed request */
+    CS_EIO = -3,        /**< read/write failure */
+    CS_ENOTFOUND = -4,  /**< no such file, slide, tile or key */
+    CS_EFORMAT = -5,    /**< data is not in a format we can read, or corrupt */
+    CS_ETIMEDOUT = -6,  /**< a deadline passed */
+    CS_EAGAIN = -7,     /**< try again later (queue full, drain output first) */
+    CS_EOF = -8,        /**< end of stream */
+    CS_ERANGE = -9,     /**< value out of range (level, tile, region) */
+    CS_ETOOBIG = -10,   /**< request larger than the configured maximum */
+    CS_EPERM = -11,     /**< not allowed by configuration or role */
+    CS_EGONE = -12,     /**< the resource existed but was removed */
+    CS_ECLOSED = -13,   /**< object was closed or shut down */
     CS_ECONFLICT = -14, /**< an edit against a stale revision */
 };
 

@@ -53,17 +53,17 @@ typedef struct {
 
 typedef struct {
     size_t size;
-    size_t mem_limit;        /**< bytes per plugin (64 MiB) */
-    int handler_ms;          /**< CPU deadline per handler (20 ms) */
-    int load_ms;             /**< deadline for loading main.lua (500 ms) */
-    int manifest_ms;         /**< deadline for scanning manifest.lua (100 ms) */
-    int inbox;               /**< inbox entries per plugin (1024) */
-    int strikes;             /**< violations within strike_window_s that disable (3) */
-    int strike_window_s;     /**< (300) */
-    int max_timers;          /**< per plugin (256) */
-    const char *lib_dir;     /**< shared Lua libraries (plugins/lib); NULL: none */
-    uint32_t random_seed;    /**< 0: per-plugin seed from the clock; else fixed (tests) */
-    int nice;                /**< niceness added to plugin threads (10) */
+    size_t mem_limit;     /**< bytes per plugin (64 MiB) */
+    int handler_ms;       /**< CPU deadline per handler (20 ms) */
+    int load_ms;          /**< deadline for loading main.lua (500 ms) */
+    int manifest_ms;      /**< deadline for scanning manifest.lua (100 ms) */
+    int inbox;            /**< inbox entries per plugin (1024) */
+    int strikes;          /**< violations within strike_window_s that disable (3) */
+    int strike_window_s;  /**< (300) */
+    int max_timers;       /**< per plugin (256) */
+    const char *lib_dir;  /**< shared Lua libraries (plugins/lib); NULL: none */
+    uint32_t random_seed; /**< 0: per-plugin seed from the clock; else fixed (tests) */
+    int nice;             /**< niceness added to plugin threads (10) */
 } cs_plughost_opts;
 
 #define CS_PLUGHOST_OPTS_INIT                                                                      \

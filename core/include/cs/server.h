@@ -50,14 +50,14 @@ typedef struct {
     const char *cors_origin;   /**< Access-Control-Allow-Origin value */
     const char *tls_cert;      /**< PEM file paths: both set turns HTTPS on */
     const char *tls_key;
-    const char *audit_path; /**< JSON-lines audit trail; NULL: the "audit" logger */
-    const char *db_path;    /**< the store (annotations, audit); NULL: a temporary file */
-    const char *const *users;        /**< "NAME:ROLE:TOKEN" each; roles viewer, pathologist,
-                                          coordinator, admin (the server token is "owner", admin) */
+    const char *audit_path;   /**< JSON-lines audit trail; NULL: the "audit" logger */
+    const char *db_path;      /**< the store (annotations, audit); NULL: a temporary file */
+    const char *const *users; /**< "NAME:ROLE:TOKEN" each; roles viewer, pathologist,
+                                   coordinator, admin (the server token is "owner", admin) */
     int nusers;
-    const char *const *plugin_dirs;  /**< folders of plugins, loaded in order */
+    const char *const *plugin_dirs; /**< folders of plugins, loaded in order */
     int nplugin_dirs;
-    const char *plugin_lib;          /**< shared Lua libraries (plugins/lib) */
+    const char *plugin_lib; /**< shared Lua libraries (plugins/lib) */
 } cs_server_opts;
 
 #define CS_SERVER_OPTS_INIT                                                                        \
