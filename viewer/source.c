@@ -19,7 +19,7 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
     body *b = userdata;
     size_t n = size * nmemb;
-    if (b->len + n > (16u << 20))
+    if (b->len + n > (17u << 20))
         return 0;
     char *nd = realloc(b->data, b->len + n + 1);
     if (!nd)
@@ -51,52 +51,66 @@ static void error_text(const body *b, char *out, size_t n)
     json_decref(j);
 }
 
+int vw_http_get(const char *url, const char *token, int insecure, const char *cacert,
+                long timeout_s, char **body_out, long *status, char *err)
+{
+    *body_out = NULL;
+    *status = 0;
+    err[0] = '\0';
+    CURL *c = curl_easy_init();
+    if (!c) {
+        snprintf(err, CURL_ERROR_SIZE, "out of memory");
+        return CURLE_OUT_OF_MEMORY;
+    }
+    body b = {0};
+    struct curl_slist *hdr = NULL;
+    char auth[1100];
+    if (token && *token) {
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+        hdr = curl_slist_append(NULL, auth);
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, err);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 15L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, timeout_s);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "consilium-view/0.1");
+    if (insecure) {
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    if (cacert)
+        curl_easy_setopt(c, CURLOPT_CAINFO, cacert);
+    CURLcode cc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+    curl_easy_cleanup(c);
+    curl_slist_free_all(hdr);
+    if (cc != CURLE_OK && !*err)
+        snprintf(err, CURL_ERROR_SIZE, "%s", curl_easy_strerror(cc));
+    *body_out = b.data;
+    return (int)cc;
+}
+
 /* GET base + path; 200 gives the parsed JSON in @p out. */
 static int get_json(const vw_source *s, const char *path, const char *what, json_t **out)
 {
     size_t n = strlen(s->base) + strlen(path) + 1;
     char *url = malloc(n);
-    CURL *c = curl_easy_init();
-    if (!url || !c) {
-        free(url);
-        curl_easy_cleanup(c);
+    if (!url)
         return cs_error_set(CS_ENOMEM, "out of memory");
-    }
     snprintf(url, n, "%s%s", s->base, path);
+    char cerr[CURL_ERROR_SIZE];
+    long status;
     body b = {0};
-    struct curl_slist *hdr = NULL;
-    char auth[1100];
-    if (s->token && *s->token) {
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", s->token);
-        hdr = curl_slist_append(NULL, auth);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
-    }
-    char cerr[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 15L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
-    curl_easy_setopt(c, CURLOPT_USERAGENT, "consilium-view/0.1");
-    if (s->insecure) {
-        curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
-        curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
-    }
-    if (s->cacert)
-        curl_easy_setopt(c, CURLOPT_CAINFO, s->cacert);
-    CURLcode cc = curl_easy_perform(c);
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
-    curl_slist_free_all(hdr);
+    int cc = vw_http_get(url, s->token, s->insecure, s->cacert, 120L, &b.data, &status, cerr);
     char msg[300];
     error_text(&b, msg, sizeof(msg));
     int r = 0;
     if (cc != CURLE_OK)
-        r = cs_error_set(CS_EIO, "cannot reach the server at %s: %s%s", url,
-                         *cerr ? cerr : curl_easy_strerror(cc),
+        r = cs_error_set(CS_EIO, "cannot reach the server at %s: %s%s", url, cerr,
                          cc == CURLE_PEER_FAILED_VERIFICATION
                              ? " (give the server's CA with --cacert FILE, or --insecure)"
                              : "");

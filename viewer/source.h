@@ -43,4 +43,12 @@ void vw_source_close(vw_source *s);
 /** Whether @p target names a server rather than a file. */
 int vw_source_is_url(const char *target);
 
+/** The viewer's blocking GET (metadata, annotation lists): bearer @p token
+ *  (NULL or "": none), TLS options as vw_source_open, @p timeout_s.
+ *  @p body receives the answer (malloc'ed, NUL-terminated, NULL when empty;
+ *  at most 17 MiB), @p status the HTTP status, @p err libcurl's message
+ *  (at least CURL_ERROR_SIZE bytes). @return the CURLcode (0: answered). */
+int vw_http_get(const char *url, const char *token, int insecure, const char *cacert,
+                long timeout_s, char **body, long *status, char *err);
+
 #endif

@@ -27,6 +27,8 @@
 #include "cs/queue.h"
 #include "cs/thread.h"
 
+#include "source.h"
+
 #define IN_CAP      4096
 #define OUT_CAP     1024
 #define MAX_MSG     (17u << 20)
@@ -144,27 +146,6 @@ static void nap(vw_sync *s, int ms)
     }
 }
 
-typedef struct {
-    char *data;
-    size_t len;
-} body;
-
-static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-    body *b = userdata;
-    size_t n = size * nmemb;
-    if (b->len + n > MAX_MSG)
-        return 0;
-    char *nd = realloc(b->data, b->len + n + 1);
-    if (!nd)
-        return 0;
-    memcpy(nd + b->len, ptr, n);
-    b->data = nd;
-    b->len += n;
-    b->data[b->len] = '\0';
-    return n;
-}
-
 /* GET base + /slides/{id}/annotations. @return 0, or the HTTP status / -1. */
 static int load(vw_sync *s, json_t **out, char *why, size_t whyn)
 {
@@ -182,49 +163,25 @@ static int load(vw_sync *s, json_t **out, char *why, size_t whyn)
     }
     snprintf(url, n, "%s/slides/%s/annotations", s->base, esc);
     curl_free(esc);
-    body b = {0};
-    struct curl_slist *hdr = NULL;
-    size_t an = strlen(s->token) + 32;
-    char *auth = malloc(an);
-    if (auth) {
-        snprintf(auth, an, "Authorization: Bearer %s", s->token);
-        hdr = curl_slist_append(NULL, auth);
-        free(auth);
-    }
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-    curl_easy_setopt(c, CURLOPT_USERAGENT, "consilium-view/0.1");
-    if (s->insecure) {
-        curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
-        curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
-    }
-    if (s->cacert)
-        curl_easy_setopt(c, CURLOPT_CAINFO, s->cacert);
-    CURLcode cc = curl_easy_perform(c);
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_cleanup(c);
-    curl_slist_free_all(hdr);
+    char cerr[CURL_ERROR_SIZE], *data;
+    long status;
+    int cc = vw_http_get(url, s->token, s->insecure, s->cacert, 60L, &data, &status, cerr);
     int r = 0;
     if (cc != CURLE_OK) {
-        snprintf(why, whyn, "GET %s: %s", url, curl_easy_strerror(cc));
+        snprintf(why, whyn, "GET %s: %s", url, cerr);
         r = -1;
     } else if (status != 200) {
         snprintf(why, whyn, "GET %s: HTTP %ld", url, status);
         r = (int)status;
-    } else if (!(*out = json_loads(b.data ? b.data : "", 0, NULL)) ||
+    } else if (!(*out = json_loads(data ? data : "", 0, NULL)) ||
                !json_is_array(json_object_get(*out, "annotations"))) {
         snprintf(why, whyn, "GET %s: not an annotation list", url);
         json_decref(*out);
         *out = NULL;
         r = -1;
     }
-    free(b.data);
+    free(data);
     free(url);
     return r;
 }
