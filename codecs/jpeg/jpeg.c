@@ -69,6 +69,21 @@ int cs_jpeg_encode_rgb(cs_jpeg *j, cs_buf **out, const uint8_t *rgb, int w, int 
     return take_output(out, data, size);
 }
 
+int cs_jpeg_encode_gray(cs_jpeg *j, cs_buf **out, const uint8_t *grey, int w, int h, size_t stride,
+                        int quality)
+{
+    if (w <= 0 || h <= 0 || quality < 1 || quality > 100)
+        return cs_error_set(CS_EINVAL, "bad JPEG encode request %dx%d q%d", w, h, quality);
+    unsigned char *data = NULL;
+    unsigned long size = 0;
+    if (tjCompress2(j->enc, grey, w, (int)stride, h, TJPF_GRAY, &data, &size, TJSAMP_GRAY, quality,
+                    0) != 0) {
+        tjFree(data);
+        return cs_error_set(CS_EFORMAT, "JPEG encode failed: %s", tjGetErrorStr2(j->enc));
+    }
+    return take_output(out, data, size);
+}
+
 int cs_jpeg_size(cs_jpeg *j, const uint8_t *data, size_t len, int *w, int *h)
 {
     int sub, cs;

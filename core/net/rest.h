@@ -54,4 +54,24 @@ CS_INTERNAL int64_t cs_glue_last_seq(cs_glue *g);
 CS_INTERNAL void cs_glue_close(cs_glue *g);
 CS_INTERNAL void cs_glue_free(cs_glue *g);
 
+/* DICOMweb over the DICOM store (dicomweb.c). */
+typedef struct cs_dicomweb cs_dicomweb;
+typedef struct {
+    unsigned status;
+    char content_type[160];
+    char *body; /* malloc'd, the caller's to free(); NULL when empty */
+    size_t len;
+    char object[65]; /* the study touched, for the audit trail ("" none) */
+} cs_dicomweb_reply;
+typedef const char *(*cs_dicomweb_arg_fn)(void *ctx, const char *key);
+
+/* @p db_path: the database the DICOM node indexes into; @p store_dir: its
+ * files; @p readers: database handles at most (one per request thread). */
+CS_INTERNAL int cs_dicomweb_new(cs_dicomweb **out, const char *db_path, const char *store_dir,
+                                int readers);
+/* Answer GET /dicomweb/@p path; @p arg reads query arguments. */
+CS_INTERNAL void cs_dicomweb_handle(cs_dicomweb *w, const char *path, cs_dicomweb_arg_fn arg,
+                                    void *ctx, cs_dicomweb_reply *out);
+CS_INTERNAL void cs_dicomweb_free(cs_dicomweb *w);
+
 #endif

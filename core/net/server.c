@@ -95,7 +95,8 @@ struct cs_server {
     cs_plughost *plugins; /* NULL without plugin folders */
     cs_glue *glue;
     int64_t plugins_sub;
-    char *tmp_db; /* the temporary database to remove, when no db_path */
+    char *tmp_db;          /* the temporary database to remove, when no db_path */
+    cs_dicomweb *dicomweb; /* NULL without a DICOM store */
 };
 
 /* ---- registry ---- */
@@ -331,8 +332,8 @@ static const struct in_addr *client_in(struct MHD_Connection *conn)
 /* Write one audit record unless the same one went out within @p every_s.
  * Runs on every tile request: the key hashes raw bytes, and text is only
  * formatted for a record that is written. */
-static void audit(request *rq, const char *code, const char *event, int outcome,
-                  const slide_entry *e, const char *kind, int every_s)
+static void audit(request *rq, const char *code, const char *event, int outcome, const char *what,
+                  const char *object, const char *kind, int every_s)
 {
     audit_log *a = &rq->srv->audit;
     const struct in_addr *in = client_in(rq->conn);
@@ -345,8 +346,8 @@ static void audit(request *rq, const char *code, const char *event, int outcome,
     if (in)
         key = fnv(key, in, sizeof(*in));
     key = fnv(key, code, strlen(code));
-    if (e)
-        key = fnv(key, e->id, strlen(e->id));
+    if (object)
+        key = fnv(key, object, strlen(object));
     if (kind)
         key = fnv(key, kind, strlen(kind));
     int64_t now = cs_clock_ns() / 1000000000;
@@ -374,8 +375,8 @@ static void audit(request *rq, const char *code, const char *event, int outcome,
     json_t *j =
         json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:s}", "time", when, "code", code, "event", event,
                   "outcome", outcome, "client", client, "user", user, "route", rq->url);
-    if (e)
-        json_object_set_new(j, "slide", json_string(e->id));
+    if (object)
+        json_object_set_new(j, what, json_string(object));
     if (kind)
         json_object_set_new(j, "kind", json_string(kind));
     char *line = json_dumps(j, JSON_COMPACT);
@@ -397,7 +398,7 @@ static void audit(request *rq, const char *code, const char *event, int outcome,
 
 static void audit_access(request *rq, const slide_entry *e, const char *kind)
 {
-    audit(rq, "110103", "slide accessed", 0, e, kind, 300);
+    audit(rq, "110103", "slide accessed", 0, "slide", e->id, kind, 300);
 }
 
 static void add_common_headers(request *rq, struct MHD_Response *resp)
@@ -1015,6 +1016,44 @@ static enum MHD_Result route_iiif(request *rq, const char *rest)
     return serve_tile(rq, e, key, &tr);
 }
 
+static const char *query_arg(void *ctx, const char *key)
+{
+    request *rq = ctx;
+    return MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+static void free_reply_body(void *cls)
+{
+    free(cls);
+}
+
+/* DICOMweb (dicomweb.c): studies read through the DICOM node's store. */
+static enum MHD_Result route_dicomweb(request *rq, const char *rest)
+{
+    if (!rq->srv->dicomweb)
+        return send_error(rq, MHD_HTTP_NOT_FOUND, "not_found",
+                          "this node has no DICOM store (start it with --store DIR)");
+    if (strcmp(rq->method, "GET") != 0 && strcmp(rq->method, "HEAD") != 0)
+        return send_error(rq, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
+                          "DICOMweb here is read-only (QIDO-RS, WADO-RS)");
+    cs_dicomweb_reply rp;
+    cs_dicomweb_handle(rq->srv->dicomweb, rest, query_arg, rq, &rp);
+    if (rp.object[0])
+        audit(rq, "110103", "study accessed", rp.status < 400 ? 0 : 4, "study", rp.object,
+              "dicomweb", 300);
+    struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(
+        rp.len, rp.body ? rp.body : (void *)"", rp.body ? free_reply_body : NULL);
+    if (!resp) {
+        free(rp.body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", rp.content_type);
+    add_common_headers(rq, resp);
+    enum MHD_Result ret = MHD_queue_response(rq->conn, rp.status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
 static int path_is_safe(const char *url)
 {
     if (url[0] != '/' || strchr(url, '\\') || strstr(url, "%00"))
@@ -1136,7 +1175,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         return send_json(&rq, MHD_HTTP_OK,
                          json_pack("{s:s, s:i}", "status", "ok", "slides", s->nslides));
     if (!token_ok(&rq)) {
-        audit(&rq, "110114", "user authentication failed", 4, NULL, NULL, 10);
+        audit(&rq, "110114", "user authentication failed", 4, NULL, NULL, NULL, 10);
         return send_error(&rq, MHD_HTTP_UNAUTHORIZED, "unauthorized",
                           "missing or wrong token: send 'Authorization: Bearer <token>'");
     }
@@ -1152,6 +1191,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         return send_json(&rq, MHD_HTTP_OK, cs_ws_stats(s->ws));
     if (strcmp(url, "/plugins") == 0 || strncmp(url, "/plugins/", 9) == 0)
         return route_plugins(&rq, url + 8);
+    if (strncmp(url, "/dicomweb/", 10) == 0)
+        return route_dicomweb(&rq, url + 10);
+    if (strncmp(url, "/dicom-web/", 11) == 0)
+        return route_dicomweb(&rq, url + 11);
     return send_error(&rq, MHD_HTTP_NOT_FOUND, "not_found", "no route for %s", url);
 }
 
@@ -1248,6 +1291,8 @@ static int start_session(cs_server *s)
                "no --db given: annotations go to a temporary database, removed at exit");
     }
     int r = cs_session_new(&s->session, path, s->bus, s->log);
+    if (r == 0 && s->o.dicom_store) /* after the session: the schema is migrated */
+        r = cs_dicomweb_new(&s->dicomweb, path, s->o.dicom_store, s->o.threads);
     if (r < 0)
         return r;
     for (int i = 0; i < s->nslides && r == 0; i++) {
@@ -1456,6 +1501,7 @@ void cs_server_free(cs_server *s)
     cs_plughost_free(s->plugins);
     cs_ws_free(s->ws);
     cs_glue_free(s->glue);
+    cs_dicomweb_free(s->dicomweb);
     if (s->tmp_db) {
         static const char *const ext[] = {"", "-wal", "-shm"};
         for (int i = 0; i < 3; i++) {

@@ -10,6 +10,10 @@
  *   GET /iiif/3/{id}/info.json, /iiif/3/{id}/{region}/{size}/{rot}/{quality}.jpg
  *   GET /ws                                   WebSocket event channel (PROTOCOL.md)
  *   GET /ws/stats                             WebSocket hub counters (connections, closes)
+ *   GET /dicomweb/studies[/{study}/series[/{series}/instances]]   QIDO-RS
+ *   GET /dicomweb/studies/{study}/series/{series}[/instances/{sop}][/metadata]
+ *   GET /dicomweb/.../instances/{sop}/frames/{n[,m...]}[/rendered], .../rendered
+ *                                             WADO-RS (see core/net/PROTOCOL.md)
  * Errors are JSON {"error": word, "message": text}: 400 malformed, 401 no or
  * wrong token, 403 not allowed, 404 unknown slide or tile out of range, 410
  * slide removed while served, 413 size above the maximum, 422 slide corrupt.
@@ -58,12 +62,15 @@ typedef struct {
     const char *const *plugin_dirs; /**< folders of plugins, loaded in order */
     int nplugin_dirs;
     const char *plugin_lib; /**< shared Lua libraries (plugins/lib) */
+    /** The DICOM node's study store (files indexed in db_path): serves
+     *  DICOMweb under /dicomweb/ (and /dicom-web/); NULL: none. */
+    const char *dicom_store;
 } cs_server_opts;
 
 #define CS_SERVER_OPTS_INIT                                                                        \
     {                                                                                              \
         sizeof(cs_server_opts), "127.0.0.1", 8080, NULL, 256u << 20, 4, 0, -1, 75, 4096, 4096, 0,  \
-            "*", NULL, NULL, NULL, NULL, NULL, 0, NULL, 0, NULL                                    \
+            "*", NULL, NULL, NULL, NULL, NULL, 0, NULL, 0, NULL, NULL                              \
     }
 
 CS_API int cs_server_new(cs_server **out, const cs_server_opts *opts);
