@@ -1016,7 +1016,7 @@ static enum MHD_Result route_iiif(request *rq, const char *rest)
     return serve_tile(rq, e, key, &tr);
 }
 
-static const char *query_arg(void *ctx, const char *key)
+static __attribute__((unused)) const char *query_arg(void *ctx, const char *key)
 {
     request *rq = ctx;
     return MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, key);
