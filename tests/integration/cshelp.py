@@ -153,3 +153,85 @@ class Checker:
     def finish(self):
         print("%d passed, %d failed" % (self.passed, self.failed))
         sys.exit(1 if self.failed or not self.passed else 0)
+
+
+def free_port():
+    """A TCP port free on 127.0.0.1 now (for servers that cannot write a
+    port file; the race with other processes is accepted in tests)."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Orthanc:
+    """`with Orthanc(workdir, aet=..., modalities={...}, plugins=("dicomweb",))`:
+    Debian's Orthanc on free ports with its own config and storage, stopped
+    on exit. TCP_NODELAY=1 is set for its DCMTK network layer."""
+
+    PLUGINS = {"dicomweb": "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
+               "gdcm": "/usr/share/orthanc/plugins/libOrthancGdcm.so"}
+
+    def __init__(self, workdir, aet="ORTHANC", modalities=None, plugins=()):
+        self.dir = os.path.join(workdir, "orthanc-%d" % os.getpid())
+        self.aet = aet
+        self.modalities = modalities or {}
+        self.plugins = plugins
+        self.proc = None
+
+    def __enter__(self):
+        os.makedirs(self.dir, exist_ok=True)
+        self.http_port, self.dicom_port = free_port(), free_port()
+        conf = {
+            "Name": "consilium-test", "StorageDirectory": os.path.join(self.dir, "db"),
+            "IndexDirectory": os.path.join(self.dir, "db"), "HttpPort": self.http_port,
+            "DicomPort": self.dicom_port, "DicomAet": self.aet, "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False, "HttpServerEnabled": True,
+            "DicomModalities": {k: list(v) for k, v in self.modalities.items()},
+            "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True,
+            "DicomAlwaysAllowFind": True, "DicomAlwaysAllowMove": True,
+            "DicomAlwaysAllowEcho": True, "StableAge": 1, "ConcurrentJobs": 2,
+            "Plugins": [self.PLUGINS[p] for p in self.plugins],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        }
+        cfg = os.path.join(self.dir, "orthanc.json")
+        with open(cfg, "w") as f:
+            json.dump(conf, f)
+        self.log = open(os.path.join(self.dir, "orthanc.log"), "ab")
+        env = dict(os.environ, TCP_NODELAY="1")
+        self.proc = subprocess.Popen(["Orthanc", cfg], stdout=self.log, stderr=self.log, env=env,
+                                     start_new_session=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("Orthanc exited with %d (see %s)" % (self.proc.returncode,
+                                                                         self.log.name))
+            try:
+                self.rest("GET", "/system")
+                return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("Orthanc did not start")
+
+    def __exit__(self, *exc):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+    def rest(self, method, path, data=None):
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (self.http_port, path),
+                                     data=data, method=method)
+        with urllib.request.urlopen(req, timeout=60) as r:
+            body = r.read()
+        return json.loads(body) if body[:1] in (b"{", b"[") else body
+
+    def upload(self, path):
+        with open(path, "rb") as f:
+            return self.rest("POST", "/instances", f.read())

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""First rendered frame over HTTP: Consilium's DICOMweb vs Orthanc's.
+
+Same files, same client, same machine: a JPEG-LS CR (RG2_JLSL, 2140x1760)
+and a JPEG 2000 MR (MR2_J2KR, 1024x1024) are stored into both servers; then
+GET .../instances/{sop}/rendered is timed, a new connection each time, on
+the file's own window. Orthanc renders through its DICOMweb plugin with the
+GDCM plugin decoding (it has no JPEG 2000 decoder of its own).
+Prints a table and one JSON line; medians of --runs requests.
+Target (issue 4): ours <= 0.5x Orthanc's.
+"""
+import argparse
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "integration"))
+import cshelp  # noqa: E402
+import pydicom  # noqa: E402
+
+FILES = {"JPEG-LS CR": "RG2_JLSL.dcm", "JPEG 2000 MR": "MR2_J2KR.dcm"}
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def timed_get(port, path, headers):
+    t0 = time.perf_counter()
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    c.request("GET", path, headers=headers)
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    dt = time.perf_counter() - t0
+    if r.status != 200:
+        raise RuntimeError("%s: %d %s" % (path, r.status, body[:200]))
+    return dt, len(body)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=15)
+    a = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="bench-rendered-", dir=cshelp.WORK)
+    files = {k: os.path.join(cshelp.TESTDATA, "dicom", v) for k, v in FILES.items()}
+    results = {}
+    dport = free_port()
+    with cshelp.Orthanc(work, plugins=("dicomweb", "gdcm")) as orth, \
+            cshelp.Server([], ["--store", os.path.join(work, "store"), "--db",
+                               os.path.join(work, "node.db"), "--aet", "CONSILIUM",
+                               "--dicom-port", str(dport)]) as ours:
+        subprocess.run(["storescu", "-aec", "CONSILIUM", "+r", "127.0.0.1", str(dport)]
+                       + list(files.values()), check=True, capture_output=True)
+        for f in files.values():
+            orth.upload(f)
+        for kind, f in files.items():
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+            rel = "/studies/%s/series/%s/instances/%s/rendered" % (
+                ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+            row = {}
+            for name, port, path, hdr in (
+                    ("consilium", ours.port, "/dicomweb" + rel,
+                     {"Authorization": "Bearer " + ours.token}),
+                    ("orthanc", orth.http_port, "/dicom-web" + rel, {})):
+                first, size = timed_get(port, path, hdr)
+                ts = [timed_get(port, path, hdr)[0] for _ in range(a.runs)]
+                row[name] = {"first_ms": first * 1e3, "median_ms": statistics.median(ts) * 1e3,
+                             "bytes": size}
+            row["ratio"] = row["consilium"]["median_ms"] / row["orthanc"]["median_ms"]
+            results[kind] = row
+    print("%-14s %12s %12s %12s %12s %8s" % ("file", "ours first", "ours median",
+                                             "orthanc 1st", "orthanc med", "ratio"))
+    for kind, r in results.items():
+        print("%-14s %9.1f ms %9.1f ms %9.1f ms %9.1f ms %7.2fx" % (
+            kind, r["consilium"]["first_ms"], r["consilium"]["median_ms"],
+            r["orthanc"]["first_ms"], r["orthanc"]["median_ms"], r["ratio"]))
+    print(json.dumps({"bench": "dicom-rendered", "runs": a.runs, "results": results}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
