@@ -823,8 +823,8 @@ static int route(cs_dicomweb *w, cs_db *db, char **p, int n, cs_dicomweb_arg_fn 
     }
     if (n < 2 || !is(p[0], "studies"))
         return reply_error(out, CS_ENOTFOUND, "no such DICOMweb resource");
-    for (int i = 1; i < n; i += 2)
-        if (!is_uid(p[i], strlen(p[i])) && !(i == 5 && n >= 7 && is(p[6], "frames")))
+    for (int i = 1; i < n && i <= 5; i += 2) /* study, series, instance */
+        if (!is_uid(p[i], strlen(p[i])))
             return reply_error(out, CS_EINVAL, "a UID in the path is malformed");
     snprintf(out->object, sizeof(out->object), "%s", p[1]);
     if (n == 3 && is(p[2], "series")) {
