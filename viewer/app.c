@@ -21,6 +21,7 @@
 #include "cs/thread.h"
 
 #include "adraw.h"
+#include "reading.h"
 
 static void usage(FILE *f)
 {
@@ -31,6 +32,8 @@ static void usage(FILE *f)
             "  http(s)://HOST:PORT/slides/ID.dzi, http(s)://HOST:PORT/slides/ID, or the bare\n"
             "  http(s)://HOST:PORT (first slide of GET /slides); FILE is a local slide\n"
             "  (SVS, TIFF, NDPI, ... anything OpenSlide reads), tiled in-process.\n"
+            "  A URL ending in /dicomweb or /dicom-web (or --reading) opens the radiology\n"
+            "  reading mode: consilium-view URL --help lists its options.\n"
             "\n"
             "options:\n"
             "  --token T          bearer token for the server (default: $CONSILIUM_TOKEN)\n"
@@ -432,6 +435,8 @@ int vw_app_event(vw_app *a, vw_input *in, const SDL_Event *ev, vw_view *v, int t
 
 int main(int argc, char **argv)
 {
+    if (vw_reading_wanted(argc, argv))
+        return vw_reading_main(argc, argv); /* DICOMweb reading mode: reading_run.c */
     vw_app app;
     memset(&app, 0, sizeof(app));
     app.t_start = cs_clock_ns();
