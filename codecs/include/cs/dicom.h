@@ -20,6 +20,10 @@
 #include "cs/buf.h"
 #include "cs/common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct cs_dicom cs_dicom;
 
 /** A tag as (group << 16) | element, e.g. CS_DICOM_TAG(0x0010, 0x0010). */
@@ -55,12 +59,12 @@ typedef struct cs_dicom_info {
     int frames;           /**< Number of Frames, 1 when absent */
     int samples;          /**< Samples per Pixel */
     int bits_allocated, bits_stored, high_bit;
-    int pixel_signed;  /**< Pixel Representation 1 */
-    int planar;        /**< Planar Configuration 1 (colour by plane) */
-    int lossy;         /**< Lossy Image Compression "01" or a lossy syntax */
-    double slope;      /**< Rescale Slope, 1 when absent */
-    double intercept;  /**< Rescale Intercept, 0 when absent */
-    int has_window;    /**< the file gives a window (first of several) */
+    int pixel_signed; /**< Pixel Representation 1 */
+    int planar;       /**< Planar Configuration 1 (colour by plane) */
+    int lossy;        /**< Lossy Image Compression "01" or a lossy syntax */
+    double slope;     /**< Rescale Slope, 1 when absent */
+    double intercept; /**< Rescale Intercept, 0 when absent */
+    int has_window;   /**< the file gives a window (first of several) */
     double window_center, window_width;
     int has_modality_lut, has_voi_lut; /**< LUT sequences present */
     double spacing[2];                 /**< row, column spacing in mm */
@@ -131,7 +135,10 @@ typedef struct cs_dicom_transcode_opts {
      *  decides. */
     int quality;
 } cs_dicom_transcode_opts;
-#define CS_DICOM_TRANSCODE_OPTS_INIT {sizeof(cs_dicom_transcode_opts), NULL, 90}
+#define CS_DICOM_TRANSCODE_OPTS_INIT                                                               \
+    {                                                                                              \
+        sizeof(cs_dicom_transcode_opts), NULL, 90                                                  \
+    }
 
 /** Re-encode the pixel data of @p d in place (all frames). A syntax the
  *  data already has is a no-op. @return 0, CS_EINVAL (unknown or
@@ -174,8 +181,20 @@ typedef struct cs_dicom_ref {
  *  from @p ref, a new series and SOP Instance UID are made. @p text is
  *  the conclusion (UTF-8), @p author the observer's name.
  *  @param out receives a new handle. */
-CS_API int cs_dicom_report_new(cs_dicom **out, cs_dicom *ref, const char *title,
-                               const char *text, const char *author,
-                               const cs_dicom_ref *keys, int nkeys);
+CS_API int cs_dicom_report_new(cs_dicom **out, cs_dicom *ref, const char *title, const char *text,
+                               const char *author, const cs_dicom_ref *keys, int nkeys);
+
+/** The same report made from the Part 10 file @p ref_path and written to
+ *  @p out_path (explicit little endian, through a temporary file renamed
+ *  into place). @p sop_uid (65 bytes, may be NULL) receives the report's
+ *  SOP Instance UID. Thread-safe. @return 0, CS_EINVAL (no text, no study),
+ *  CS_EFORMAT (unreadable reference), CS_EIO. */
+CS_API int cs_dicom_report_write(const char *out_path, const char *ref_path, const char *title,
+                                 const char *text, const char *author, const cs_dicom_ref *keys,
+                                 int nkeys, char *sop_uid);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

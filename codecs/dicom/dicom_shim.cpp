@@ -1,0 +1,1153 @@
+// cs_dicom: the C API over DCMTK 3.6.7 (parse, write, JSON, IJG JPEG) and the
+// pixel codecs in codec.c.
+//
+// Invariants:
+// - every public function catches every C++ exception and turns it into a
+//   CS_E* code with a message (cs_error_set) -- nothing escapes to C;
+// - after open, the frame table (pointers into DCMTK's loaded element values,
+//   one entry per frame: fragments or an offset into native data) is
+//   read-only, so frame_decode/render may run on several threads at once;
+// - a declared length is never trusted: DCMTK checks element lengths against
+//   the bytes left in the buffer, and the frame table is checked against the
+//   geometry before anything is allocated from it.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcistrmb.h>
+#include <dcmtk/dcmdata/dcjson.h>
+#include <dcmtk/dcmdata/dcmetinf.h>
+#include <dcmtk/dcmdata/dcostrmb.h>
+#include <dcmtk/dcmdata/dcpixel.h>
+#include <dcmtk/dcmdata/dcpixseq.h>
+#include <dcmtk/dcmdata/dcpxitem.h>
+#include <dcmtk/dcmdata/dcsequen.h>
+#include <dcmtk/dcmdata/dcuid.h>
+#include <dcmtk/dcmdata/dcvrui.h>
+#include <dcmtk/dcmjpeg/djcparam.h>
+#include <dcmtk/dcmjpeg/djdijg12.h>
+#include <dcmtk/dcmjpeg/djdijg16.h>
+#include <dcmtk/dcmjpeg/djdijg8.h>
+#include <dcmtk/oflog/oflog.h>
+#include <fcntl.h>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+#include <zlib.h>
+
+extern "C" {
+#include "cs/buf.h"
+#include "cs/err.h"
+}
+
+#include "dicom_internal.h"
+
+namespace
+{
+
+enum ts_kind { TS_NATIVE, TS_RLE, TS_JPEG, TS_JLS, TS_J2K, TS_DEFLFRAME };
+
+struct ts_entry {
+    const char *uid;
+    ts_kind kind;
+    E_TransferSyntax xfer; // EXS_Unknown for syntaxes DCMTK 3.6.7 does not know
+    int lossy;
+};
+
+const ts_entry ts_table[] = {
+    {CS_DICOM_TS_IMPLICIT_LE, TS_NATIVE, EXS_LittleEndianImplicit, 0},
+    {CS_DICOM_TS_EXPLICIT_LE, TS_NATIVE, EXS_LittleEndianExplicit, 0},
+    {CS_DICOM_TS_DEFLATE, TS_NATIVE, EXS_DeflatedLittleEndianExplicit, 0},
+    {"1.2.840.10008.1.2.8.1", TS_DEFLFRAME, EXS_Unknown, 0}, // Deflated Image Frame Compression
+    {CS_DICOM_TS_EXPLICIT_BE, TS_NATIVE, EXS_BigEndianExplicit, 0},
+    {CS_DICOM_TS_JPEG_BASE, TS_JPEG, EXS_JPEGProcess1, 1},
+    {CS_DICOM_TS_JPEG_EXT, TS_JPEG, EXS_JPEGProcess2_4, 1},
+    {CS_DICOM_TS_JPEG_LL14, TS_JPEG, EXS_JPEGProcess14, 0},
+    {CS_DICOM_TS_JPEG_LL_SV1, TS_JPEG, EXS_JPEGProcess14SV1, 0},
+    {CS_DICOM_TS_JLS_LL, TS_JLS, EXS_JPEGLSLossless, 0},
+    {CS_DICOM_TS_JLS_NEAR, TS_JLS, EXS_JPEGLSLossy, 1},
+    {CS_DICOM_TS_J2K_LL, TS_J2K, EXS_JPEG2000LosslessOnly, 0},
+    {CS_DICOM_TS_J2K, TS_J2K, EXS_JPEG2000, 1},
+    {CS_DICOM_TS_HTJ2K_LL, TS_J2K, EXS_Unknown, 0},
+    {CS_DICOM_TS_HTJ2K_RPCL, TS_J2K, EXS_Unknown, 0},
+    {CS_DICOM_TS_HTJ2K, TS_J2K, EXS_Unknown, 1},
+    {CS_DICOM_TS_RLE, TS_RLE, EXS_RLELossless, 0},
+};
+
+const ts_entry *find_ts(const char *uid)
+{
+    for (const ts_entry &t : ts_table)
+        if (strcmp(t.uid, uid) == 0)
+            return &t;
+    return nullptr;
+}
+
+struct span {
+    const uint8_t *p;
+    size_t n;
+};
+
+} // namespace
+
+struct cs_dicom {
+    DcmFileFormat *ff = nullptr;
+    const ts_entry *ts = nullptr;
+    cs_dicom_pix pix{};
+    // Native pixel data (local byte order), or the fragments of each frame.
+    const uint8_t *native = nullptr;
+    size_t native_len = 0;
+    std::vector<span> frags;
+    std::vector<std::pair<size_t, size_t>> frame_frags; // first fragment, count
+    std::vector<uint16_t> lut_store[5];                 // modality, voi, r, g, b
+    E_TransferSyntax cur_xfer = EXS_Unknown;
+    ~cs_dicom()
+    {
+        delete ff;
+    }
+};
+
+namespace
+{
+
+void quiet_dcmtk()
+{
+    static std::once_flag once;
+    std::call_once(once, [] {
+        // Library code does not print: DCMTK's parse warnings become our
+        // error messages instead.
+        const char *names[] = {"dcmtk.dcmdata", "dcmtk.dcmjpeg", "dcmtk.dcmimgle", "dcmtk.ofstd"};
+        for (const char *n : names)
+            OFLog::getLogger(n).setLogLevel(OFLogger::OFF_LOG_LEVEL);
+    });
+}
+
+int fail_exception(const char *where)
+{
+    try {
+        throw;
+    } catch (const std::bad_alloc &) {
+        return cs_error_set(CS_ENOMEM, "%s: out of memory", where);
+    } catch (const std::exception &e) {
+        return cs_error_set(CS_EFORMAT, "%s: %s", where, e.what());
+    } catch (...) {
+        return cs_error_set(CS_EFORMAT, "%s: unexpected C++ exception", where);
+    }
+}
+
+#define GUARD(where, ...)                                                                          \
+    try {                                                                                          \
+        __VA_ARGS__                                                                                \
+    } catch (...) {                                                                                \
+        return fail_exception(where);                                                              \
+    }
+
+void copy_str(char *dst, size_t cap, const OFString &s)
+{
+    snprintf(dst, cap, "%s", s.c_str());
+}
+
+std::string get_str(DcmItem *it, const DcmTagKey &k)
+{
+    OFString s;
+    if (it->findAndGetOFStringArray(k, s).bad())
+        return "";
+    std::string r = s.c_str();
+    while (!r.empty() && (r.back() == ' ' || r.back() == '\0'))
+        r.pop_back();
+    size_t b = 0;
+    while (b < r.size() && r[b] == ' ')
+        b++;
+    return r.substr(b);
+}
+
+int get_int(DcmItem *it, const DcmTagKey &k, int def)
+{
+    // US/SS/IS all read through a string: values are small.
+    OFString s;
+    if (it->findAndGetOFString(k, s).bad() || s.empty())
+        return def;
+    char *end = nullptr;
+    long v = strtol(s.c_str(), &end, 10);
+    if (end == s.c_str() || v < INT32_MIN || v > INT32_MAX)
+        return def;
+    return (int)v;
+}
+
+double get_double(DcmItem *it, const DcmTagKey &k, unsigned pos, double def)
+{
+    Float64 v;
+    if (it->findAndGetFloat64(k, v, pos).bad() || !std::isfinite(v))
+        return def;
+    return v;
+}
+
+// A LUT from a descriptor and data element in item @p it.
+void load_lut(cs_dicom *d, int slot, DcmItem *it, const DcmTagKey &desc, const DcmTagKey &data,
+              cs_dicom_lut *out)
+{
+    DcmElement *de = nullptr, *dd = nullptr;
+    if (it->findAndGetElement(desc, de).bad() || it->findAndGetElement(data, dd).bad())
+        return;
+    if (de->getVM() < 3)
+        return;
+    Uint16 n16 = 0, f16 = 0, b16 = 0;
+    if (de->getUint16(n16, 0).bad() || de->getUint16(f16, 1).bad() || de->getUint16(b16, 2).bad())
+        return;
+    int n = n16 == 0 ? 65536 : n16;
+    bool sgn = de->getVR() == EVR_SS || d->pix.info.pixel_signed;
+    int first = sgn ? (int)(int16_t)f16 : (int)f16;
+    int bits = b16;
+    if (bits < 1 || bits > 16)
+        return;
+    Uint16 *w = nullptr;
+    unsigned long cnt = dd->getLength() / 2;
+    if (dd->getUint16Array(w).bad() || !w || cnt == 0)
+        return;
+    std::vector<uint16_t> &v = d->lut_store[slot];
+    if (bits == 8 && cnt * 2 == (unsigned long)n) {
+        // 8-bit entries packed two per word (PS3.3 C.7.6.3.1.6)
+        v.resize(n);
+        for (int i = 0; i < n; i++)
+            v[i] = (i & 1) ? (w[i / 2] >> 8) : (w[i / 2] & 0xFF);
+    } else {
+        if (cnt < (unsigned long)n)
+            n = (int)cnt;
+        v.assign(w, w + n);
+        uint16_t mask = (uint16_t)((1u << bits) - 1);
+        for (auto &x : v)
+            x &= mask;
+    }
+    out->n = n;
+    out->first = first;
+    out->bits = bits;
+    out->data = v.data();
+}
+
+bool ends_with_eoi(const span &s)
+{
+    size_t n = s.n;
+    while (n > 2 && s.p[n - 1] == 0)
+        n--; // even-length padding
+    return n >= 2 && s.p[n - 2] == 0xFF && s.p[n - 1] == 0xD9;
+}
+
+uint32_t rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+// Map frame starts (byte offsets from the first fragment's item tag) to
+// fragment indices.
+int map_offsets(cs_dicom *d, const std::vector<uint64_t> &offs, const char *what)
+{
+    int frames = d->pix.info.frames;
+    if ((int)offs.size() != frames)
+        return cs_error_set(CS_EFORMAT, "%s has %zu entries for %d frames", what, offs.size(),
+                            frames);
+    std::vector<uint64_t> starts;
+    uint64_t pos = 0;
+    for (const span &s : d->frags) {
+        starts.push_back(pos);
+        pos += 8 + s.n;
+    }
+    size_t prev = 0;
+    for (int f = 0; f < frames; f++) {
+        auto itr = std::lower_bound(starts.begin(), starts.end(), offs[f]);
+        if (itr == starts.end() || *itr != offs[f])
+            return cs_error_set(CS_EFORMAT, "%s: frame %d offset %llu is not a fragment start",
+                                what, f, (unsigned long long)offs[f]);
+        size_t idx = (size_t)(itr - starts.begin());
+        if (f > 0) {
+            if (idx <= prev)
+                return cs_error_set(CS_EFORMAT, "%s: offsets not increasing", what);
+            d->frame_frags.back().second = idx - prev;
+        }
+        d->frame_frags.push_back({idx, 0});
+        prev = idx;
+    }
+    d->frame_frags.back().second = d->frags.size() - prev;
+    return 0;
+}
+
+int load_fragments(cs_dicom *d, DcmPixelSequence *seq)
+{
+    unsigned long card = seq->card();
+    if (card < 1)
+        return cs_error_set(CS_EFORMAT, "encapsulated Pixel Data has no Basic Offset Table item");
+    DcmPixelItem *bot = nullptr;
+    if (seq->getItem(bot, 0).bad())
+        return cs_error_set(CS_EFORMAT, "encapsulated Pixel Data: no offset table");
+    for (unsigned long i = 1; i < card; i++) {
+        DcmPixelItem *it = nullptr;
+        Uint8 *p = nullptr;
+        if (seq->getItem(it, i).bad())
+            return cs_error_set(CS_EFORMAT, "encapsulated Pixel Data: fragment %lu unreadable", i);
+        Uint32 len = it->getLength();
+        if (len > 0 && (it->getUint8Array(p).bad() || !p))
+            return cs_error_set(CS_EFORMAT, "encapsulated Pixel Data: fragment %lu has no value",
+                                i);
+        d->frags.push_back({p, len});
+    }
+    int frames = d->pix.info.frames;
+    if (d->frags.empty())
+        return cs_error_set(CS_EFORMAT, "encapsulated Pixel Data has no fragments");
+    DcmItem *ds = d->ff->getDataset();
+    DcmElement *eot = nullptr;
+    Uint32 botlen = bot->getLength();
+    if (frames == 1) {
+        d->frame_frags.push_back({0, d->frags.size()});
+        return 0;
+    }
+    if (ds->findAndGetElement(DcmTagKey(0x7FE0, 0x0001), eot).good() && eot->getLength() > 0) {
+        Uint8 *p = nullptr;
+        if (eot->getUint8Array(p).bad() || !p)
+            return cs_error_set(CS_EFORMAT, "Extended Offset Table unreadable");
+        std::vector<uint64_t> offs(eot->getLength() / 8);
+        for (size_t i = 0; i < offs.size(); i++) {
+            uint64_t v;
+            memcpy(&v, p + 8 * i, 8);
+            offs[i] = v; // little endian host (checked at build: x86-64, aarch64)
+        }
+        return map_offsets(d, offs, "Extended Offset Table");
+    }
+    if (botlen > 0) {
+        Uint8 *p = nullptr;
+        if (bot->getUint8Array(p).bad() || !p || botlen % 4)
+            return cs_error_set(CS_EFORMAT, "Basic Offset Table of %u bytes unreadable", botlen);
+        std::vector<uint64_t> offs(botlen / 4);
+        for (size_t i = 0; i < offs.size(); i++)
+            offs[i] = rd32(p + 4 * i);
+        return map_offsets(d, offs, "Basic Offset Table");
+    }
+    if ((int)d->frags.size() == frames) {
+        for (int f = 0; f < frames; f++)
+            d->frame_frags.push_back({(size_t)f, 1});
+        return 0;
+    }
+    if (d->ts->kind == TS_RLE)
+        return cs_error_set(CS_EFORMAT, "RLE: %zu fragments for %d frames and no offset table",
+                            d->frags.size(), frames);
+    // No table: a frame ends with the fragment that ends in EOI (JPEG) or
+    // EOC (J2K), both FF D9.
+    size_t first = 0;
+    for (size_t i = 0; i < d->frags.size(); i++) {
+        if (ends_with_eoi(d->frags[i])) {
+            d->frame_frags.push_back({first, i + 1 - first});
+            first = i + 1;
+        }
+    }
+    if ((int)d->frame_frags.size() != frames || first != d->frags.size())
+        return cs_error_set(CS_EFORMAT,
+                            "%zu fragments cannot be split into %d frames (no offset table, "
+                            "%zu end markers)",
+                            d->frags.size(), frames, d->frame_frags.size());
+    return 0;
+}
+
+size_t native_frame_bytes(const cs_dicom_info *in, const char *pi)
+{
+    size_t px = (size_t)in->rows * in->cols;
+    if (in->bits_allocated == 1)
+        return (px + 7) / 8; // not byte aligned in general: see decode
+    size_t b = px * in->samples * (in->bits_allocated / 8);
+    if (strcmp(pi, "YBR_FULL_422") == 0 && in->samples == 3)
+        b = b / 3 * 2;
+    return b;
+}
+
+int load_info(cs_dicom *d)
+{
+    DcmItem *ds = d->ff->getDataset();
+    DcmItem *meta = d->ff->getMetaInfo();
+    cs_dicom_info &in = d->pix.info;
+    memset(&in, 0, sizeof in);
+    std::string ts = get_str(meta, DCM_TransferSyntaxUID);
+    if (ts.empty()) {
+        // A bare dataset: DCMTK detected its encoding.
+        DcmXfer x(d->ff->getDataset()->getOriginalXfer());
+        ts = x.getXferID();
+    }
+    d->ts = find_ts(ts.c_str());
+    if (!d->ts)
+        return cs_error_set(CS_EFORMAT, "unknown or unsupported transfer syntax \"%s\"",
+                            ts.c_str());
+    copy_str(in.transfer_syntax, sizeof in.transfer_syntax, ts.c_str());
+    copy_str(in.sop_class_uid, sizeof in.sop_class_uid, get_str(ds, DCM_SOPClassUID).c_str());
+    copy_str(in.sop_instance_uid, sizeof in.sop_instance_uid,
+             get_str(ds, DCM_SOPInstanceUID).c_str());
+    copy_str(in.study_uid, sizeof in.study_uid, get_str(ds, DCM_StudyInstanceUID).c_str());
+    copy_str(in.series_uid, sizeof in.series_uid, get_str(ds, DCM_SeriesInstanceUID).c_str());
+    copy_str(in.modality, sizeof in.modality, get_str(ds, DCM_Modality).c_str());
+    copy_str(in.photometric, sizeof in.photometric,
+             get_str(ds, DCM_PhotometricInterpretation).c_str());
+    bool has_pixels = ds->tagExists(DCM_PixelData);
+    in.rows = has_pixels ? get_int(ds, DCM_Rows, 0) : 0;
+    in.cols = has_pixels ? get_int(ds, DCM_Columns, 0) : 0;
+    in.frames = get_int(ds, DCM_NumberOfFrames, 1);
+    in.samples = get_int(ds, DCM_SamplesPerPixel, 1);
+    in.bits_allocated = get_int(ds, DCM_BitsAllocated, 0);
+    in.bits_stored = get_int(ds, DCM_BitsStored, in.bits_allocated);
+    in.high_bit = get_int(ds, DCM_HighBit, in.bits_stored - 1);
+    in.pixel_signed = get_int(ds, DCM_PixelRepresentation, 0) == 1;
+    in.planar = get_int(ds, DCM_PlanarConfiguration, 0) == 1;
+    in.lossy = d->ts->lossy || get_str(ds, DCM_LossyImageCompression) == "01";
+    in.slope = get_double(ds, DCM_RescaleSlope, 0, 1.0);
+    in.intercept = get_double(ds, DCM_RescaleIntercept, 0, 0.0);
+    if (in.slope == 0)
+        in.slope = 1.0;
+    double wc = get_double(ds, DCM_WindowCenter, 0, NAN);
+    double ww = get_double(ds, DCM_WindowWidth, 0, NAN);
+    in.has_window = std::isfinite(wc) && std::isfinite(ww) && ww > 0;
+    in.window_center = in.has_window ? wc : 0;
+    in.window_width = in.has_window ? ww : 0;
+    in.has_modality_lut = ds->tagExists(DCM_ModalityLUTSequence);
+    in.has_voi_lut = ds->tagExists(DCM_VOILUTSequence);
+    double sp0 = get_double(ds, DCM_PixelSpacing, 0, NAN);
+    double sp1 = get_double(ds, DCM_PixelSpacing, 1, NAN);
+    if (std::isfinite(sp0) && std::isfinite(sp1)) {
+        in.spacing_kind = 1;
+    } else {
+        sp0 = get_double(ds, DCM_ImagerPixelSpacing, 0, NAN);
+        sp1 = get_double(ds, DCM_ImagerPixelSpacing, 1, NAN);
+        in.spacing_kind = std::isfinite(sp0) && std::isfinite(sp1) ? 2 : 0;
+    }
+    in.spacing[0] = in.spacing_kind ? sp0 : 0;
+    in.spacing[1] = in.spacing_kind ? sp1 : 0;
+    double ft = get_double(ds, DCM_FrameTime, 0, NAN);
+    if (!std::isfinite(ft)) {
+        double rate = get_double(ds, DCM_CineRate, 0, NAN);
+        ft = std::isfinite(rate) && rate > 0 ? 1000.0 / rate : 0;
+    }
+    in.frame_time_ms = ft;
+    in.instance_number = get_int(ds, DCM_InstanceNumber, 0);
+    in.slice_location = get_double(ds, DCM_SliceLocation, 0, NAN);
+    if (!std::isfinite(in.slice_location))
+        in.slice_location = get_double(ds, DCM_ImagePositionPatient, 2, NAN);
+
+    if (!has_pixels)
+        return 0;
+    // Geometry sanity: everything later sizes buffers from these.
+    if (in.rows <= 0 || in.cols <= 0 || in.rows > 65535 || in.cols > 65535)
+        return cs_error_set(CS_EFORMAT, "bad image size %dx%d", in.cols, in.rows);
+    if (in.frames <= 0 || in.frames > 1000000)
+        return cs_error_set(CS_EFORMAT, "bad Number of Frames %d", in.frames);
+    if (in.samples != 1 && in.samples != 3)
+        return cs_error_set(CS_EFORMAT, "Samples per Pixel %d not supported", in.samples);
+    if (in.bits_allocated != 1 && in.bits_allocated != 8 && in.bits_allocated != 16)
+        return cs_error_set(CS_EFORMAT, "Bits Allocated %d not supported", in.bits_allocated);
+    if (in.bits_stored <= 0 || in.bits_stored > in.bits_allocated)
+        in.bits_stored = in.bits_allocated;
+    if (in.bits_allocated == 1 &&
+        (in.samples != 1 || (d->ts->kind != TS_NATIVE && d->ts->kind != TS_DEFLFRAME)))
+        return cs_error_set(CS_EFORMAT, "1-bit pixel data must be native single-sample");
+    copy_str(d->pix.out_photometric, sizeof d->pix.out_photometric, in.photometric);
+    if (in.samples == 3) {
+        bool ybr = strncmp(in.photometric, "YBR", 3) == 0;
+        if ((d->ts->kind == TS_JPEG && ybr) ||
+            (d->ts->kind == TS_J2K &&
+             (strcmp(in.photometric, "YBR_RCT") == 0 || strcmp(in.photometric, "YBR_ICT") == 0)))
+            snprintf(d->pix.out_photometric, sizeof d->pix.out_photometric, "RGB");
+        else if (d->ts->kind == TS_NATIVE && strcmp(in.photometric, "YBR_FULL_422") == 0)
+            snprintf(d->pix.out_photometric, sizeof d->pix.out_photometric, "YBR_FULL");
+    }
+    // Rendering inputs.
+    d->pix.has_window = in.has_window;
+    d->pix.wc = in.window_center;
+    d->pix.ww = in.window_width;
+    DcmItem *it = nullptr;
+    if (ds->findAndGetSequenceItem(DCM_ModalityLUTSequence, it, 0).good() && it)
+        load_lut(d, 0, it, DCM_LUTDescriptor, DCM_LUTData, &d->pix.modality);
+    if (ds->findAndGetSequenceItem(DCM_VOILUTSequence, it, 0).good() && it)
+        load_lut(d, 1, it, DCM_LUTDescriptor, DCM_LUTData, &d->pix.voi);
+    if (strcmp(in.photometric, "PALETTE COLOR") == 0) {
+        load_lut(d, 2, ds, DCM_RedPaletteColorLookupTableDescriptor,
+                 DCM_RedPaletteColorLookupTableData, &d->pix.pal[0]);
+        load_lut(d, 3, ds, DCM_GreenPaletteColorLookupTableDescriptor,
+                 DCM_GreenPaletteColorLookupTableData, &d->pix.pal[1]);
+        load_lut(d, 4, ds, DCM_BluePaletteColorLookupTableDescriptor,
+                 DCM_BluePaletteColorLookupTableData, &d->pix.pal[2]);
+        // Palette descriptors are always unsigned first-mapped values.
+    }
+    return 0;
+}
+
+int load_pixels(cs_dicom *d)
+{
+    const cs_dicom_info &in = d->pix.info;
+    DcmDataset *ds = d->ff->getDataset();
+    DcmElement *el = nullptr;
+    if (in.rows == 0 || ds->findAndGetElement(DCM_PixelData, el).bad() || !el)
+        return 0;
+    DcmPixelData *pd = dynamic_cast<DcmPixelData *>(el);
+    if (!pd)
+        return cs_error_set(CS_EFORMAT, "Pixel Data element of unexpected type");
+    if (d->ts->kind == TS_NATIVE) {
+        if (el->getLength() == DCM_UndefinedLength)
+            return cs_error_set(CS_EFORMAT, "native Pixel Data with undefined length");
+        size_t fb = native_frame_bytes(&in, in.photometric);
+        size_t need = in.bits_allocated == 1
+                          ? ((size_t)in.rows * in.cols * (size_t)in.frames + 7) / 8
+                          : fb * (size_t)in.frames;
+        if (el->getLength() < need)
+            return cs_error_set(CS_EFORMAT, "Pixel Data has %u bytes, %zu expected (%d frames)",
+                                el->getLength(), need, in.frames);
+        if (in.bits_allocated == 16) {
+            Uint16 *w = nullptr;
+            if (el->getUint16Array(w).bad() || !w)
+                return cs_error_set(CS_EFORMAT, "Pixel Data unreadable as 16-bit words");
+            d->native = reinterpret_cast<const uint8_t *>(w);
+        } else {
+            Uint8 *b = nullptr;
+            if (el->getUint8Array(b).bad() || !b)
+                return cs_error_set(CS_EFORMAT, "Pixel Data unreadable as bytes");
+            d->native = b;
+        }
+        d->native_len = el->getLength();
+        return 0;
+    }
+    E_TransferSyntax rep = EXS_Unknown;
+    const DcmRepresentationParameter *par = nullptr;
+    pd->getOriginalRepresentationKey(rep, par);
+    DcmPixelSequence *seq = nullptr;
+    if (pd->getEncapsulatedRepresentation(rep, par, seq).bad() || !seq)
+        return cs_error_set(CS_EFORMAT,
+                            "transfer syntax %s needs encapsulated Pixel Data; it is native",
+                            in.transfer_syntax);
+    return load_fragments(d, seq);
+}
+
+int parse(cs_dicom *d, const uint8_t *data, size_t len)
+{
+    quiet_dcmtk();
+    if (len < 8)
+        return cs_error_set(CS_EFORMAT, "not DICOM: %zu bytes", len);
+    d->ff = new DcmFileFormat();
+    DcmInputBufferStream is;
+    is.setBuffer(data, (offile_off_t)len);
+    is.setEos();
+    d->ff->transferInit();
+    OFCondition c = d->ff->read(is, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
+    d->ff->transferEnd();
+    if (c.bad())
+        return cs_error_set(CS_EFORMAT, "DICOM parse error: %s%s", c.text(),
+                            c == EC_StreamNotifyClient ? " (truncated file?)" : "");
+    if (d->ff->getDataset()->card() == 0)
+        return cs_error_set(CS_EFORMAT, "not DICOM: no data elements");
+    // Everything is in memory: make sure no value is read lazily later.
+    c = d->ff->loadAllDataIntoMemory();
+    if (c.bad())
+        return cs_error_set(CS_EFORMAT, "DICOM load error: %s", c.text());
+    int rc = load_info(d);
+    if (rc)
+        return rc;
+    d->cur_xfer = d->ts->xfer;
+    return load_pixels(d);
+}
+
+int open_buf(cs_dicom **out, const uint8_t *data, size_t len)
+{
+    *out = nullptr;
+    cs_dicom *d = new (std::nothrow) cs_dicom();
+    if (!d)
+        return cs_error_set(CS_ENOMEM, "out of memory");
+    int rc;
+    try {
+        rc = parse(d, data, len);
+    } catch (...) {
+        rc = fail_exception("open");
+    }
+    if (rc) {
+        delete d;
+        return rc;
+    }
+    *out = d;
+    return 0;
+}
+
+// ---- decoding ----
+
+// One native frame at @p src; 1-bit data starts at bit @p bit0 of src.
+int decode_native_src(const cs_dicom_info &in, const uint8_t *src, size_t bit0, uint8_t *dst)
+{
+    size_t px = (size_t)in.rows * in.cols;
+    if (in.bits_allocated == 1) {
+        for (size_t i = 0; i < px; i++) {
+            size_t b = bit0 + i;
+            dst[i] = (src[b >> 3] >> (b & 7)) & 1;
+        }
+        return 0;
+    }
+    int ob = in.bits_allocated / 8;
+    if (in.samples == 3 && strcmp(in.photometric, "YBR_FULL_422") == 0 && ob == 1) {
+        // Y1 Y2 Cb Cr per pixel pair -> (Y1 Cb Cr)(Y2 Cb Cr)
+        for (int r = 0; r < in.rows; r++) {
+            const uint8_t *s = src + (size_t)r * in.cols * 2;
+            uint8_t *o = dst + (size_t)r * in.cols * 3;
+            for (int x = 0; x + 1 < in.cols; x += 2, s += 4) {
+                o[3 * x] = s[0];
+                o[3 * x + 3] = s[1];
+                o[3 * x + 1] = o[3 * x + 4] = s[2];
+                o[3 * x + 2] = o[3 * x + 5] = s[3];
+            }
+        }
+        return 0;
+    }
+    if (in.samples == 3 && in.planar) {
+        size_t plane = px * ob;
+        for (int s = 0; s < 3; s++)
+            for (size_t i = 0; i < px; i++)
+                memcpy(dst + (i * 3 + s) * ob, src + s * plane + i * ob, ob);
+    } else {
+        memcpy(dst, src, px * in.samples * ob);
+    }
+    cs_dicom_normalize(&in, dst, px * in.samples);
+    return 0;
+}
+
+int decode_native(cs_dicom *d, int frame, uint8_t *dst)
+{
+    const cs_dicom_info &in = d->pix.info;
+    if (in.bits_allocated == 1)
+        return decode_native_src(in, d->native, (size_t)in.rows * in.cols * (size_t)frame, dst);
+    size_t fb = native_frame_bytes(&in, in.photometric);
+    return decode_native_src(in, d->native + fb * (size_t)frame, 0, dst);
+}
+
+// Deflated Image Frame Compression: each frame is a deflate stream of the
+// native frame (raw deflate, or zlib-wrapped).
+int decode_deflframe(const cs_dicom_info &in, const uint8_t *src, size_t n, uint8_t *dst)
+{
+    size_t fb = native_frame_bytes(&in, in.photometric);
+    std::vector<uint8_t> raw(fb);
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    bool zlib = n >= 2 && (src[0] & 0x0F) == 8 && ((src[0] << 8) | src[1]) % 31 == 0;
+    if (inflateInit2(&z, zlib ? 15 : -15) != Z_OK)
+        return cs_error_set(CS_ENOMEM, "inflate: no memory");
+    z.next_in = const_cast<Bytef *>(src);
+    z.avail_in = (uInt)std::min(n, (size_t)UINT32_MAX);
+    z.next_out = raw.data();
+    z.avail_out = (uInt)fb;
+    int zr = inflate(&z, Z_FINISH);
+    size_t got = fb - z.avail_out;
+    inflateEnd(&z);
+    if ((zr != Z_STREAM_END && zr != Z_BUF_ERROR && zr != Z_OK) || got != fb)
+        return cs_error_set(CS_EFORMAT, "deflated frame: %s (%zu of %zu bytes)",
+                            zr == Z_DATA_ERROR ? "corrupt deflate data" : "short", got, fb);
+    return decode_native_src(in, raw.data(), 0, dst);
+}
+
+int decode_ijg(cs_dicom *d, const uint8_t *src, size_t n, uint8_t *dst, size_t cap)
+{
+    const cs_dicom_info &in = d->pix.info;
+    int prec = 0, ll = 0, nc = 0;
+    int rc = cs_dicom_jpeg_sof(src, n, &prec, &ll, &nc);
+    if (rc)
+        return rc;
+    if (nc != in.samples)
+        return cs_error_set(CS_EFORMAT, "JPEG has %d components, the dataset %d samples", nc,
+                            in.samples);
+    if (n > 0xFFFFFFFFu)
+        return cs_error_set(CS_EFORMAT, "JPEG frame too large");
+    DJCodecParameter cp(ECC_lossyYCbCr, EDC_photometricInterpretation, EUC_default, EPC_default);
+    bool ybr = strncmp(in.photometric, "YBR", 3) == 0;
+    DJDecoder *dec;
+    if (prec <= 8)
+        dec = new DJDecompressIJG8Bit(cp, ybr);
+    else if (prec <= 12)
+        dec = new DJDecompressIJG12Bit(cp, ybr);
+    else
+        dec = new DJDecompressIJG16Bit(cp, ybr);
+    std::unique_ptr<DJDecoder> guard(dec);
+    int ob = cs_dicom_out_bytes(&in);
+    int db = dec->bytesPerSample();
+    size_t px = (size_t)in.rows * in.cols * in.samples;
+    if (db > ob)
+        return cs_error_set(CS_EFORMAT, "JPEG precision %d exceeds Bits Allocated %d", prec,
+                            in.bits_allocated);
+    std::vector<uint8_t> tmp;
+    uint8_t *target = dst;
+    size_t tsize = px * db;
+    if (db != ob) {
+        tmp.resize(tsize);
+        target = tmp.data();
+    } else if (cap < tsize) {
+        return cs_error_set(CS_ERANGE, "frame buffer too small");
+    }
+    OFCondition c = dec->init();
+    if (c.good())
+        c = dec->decode(const_cast<Uint8 *>(src), (Uint32)n, target, (Uint32)tsize,
+                        in.pixel_signed ? OFTrue : OFFalse);
+    if (c.bad())
+        return cs_error_set(CS_EFORMAT, "JPEG decode (DCMTK IJG %d-bit): %s",
+                            prec <= 8    ? 8
+                            : prec <= 12 ? 12
+                                         : 16,
+                            c.text());
+    if (db != ob) {
+        uint16_t *o = reinterpret_cast<uint16_t *>(dst);
+        for (size_t i = 0; i < px; i++)
+            o[i] = tmp[i];
+    }
+    return 0;
+}
+
+int decode_frame(cs_dicom *d, int frame, void *dst, size_t cap)
+{
+    const cs_dicom_info &in = d->pix.info;
+    if (in.rows == 0)
+        return cs_error_set(CS_ERANGE, "no pixel data");
+    if (frame < 0 || frame >= in.frames)
+        return cs_error_set(CS_ERANGE, "frame %d out of range (0..%d)", frame, in.frames - 1);
+    size_t need = cs_dicom_frame_size(&in);
+    if (cap < need)
+        return cs_error_set(CS_ERANGE, "buffer of %zu bytes, frame needs %zu", cap, need);
+    uint8_t *out = static_cast<uint8_t *>(dst);
+    if (d->ts->kind == TS_NATIVE)
+        return decode_native(d, frame, out);
+    const auto &ff = d->frame_frags[(size_t)frame];
+    std::vector<uint8_t> joined;
+    const uint8_t *src;
+    size_t n;
+    if (ff.second == 1) {
+        src = d->frags[ff.first].p;
+        n = d->frags[ff.first].n;
+    } else {
+        size_t total = 0;
+        for (size_t i = 0; i < ff.second; i++)
+            total += d->frags[ff.first + i].n;
+        joined.resize(total);
+        size_t o = 0;
+        for (size_t i = 0; i < ff.second; i++) {
+            const span &s = d->frags[ff.first + i];
+            if (s.n)
+                memcpy(joined.data() + o, s.p, s.n);
+            o += s.n;
+        }
+        src = joined.data();
+        n = total;
+    }
+    if (!src || n == 0)
+        return cs_error_set(CS_EFORMAT, "frame %d has no encoded bytes", frame);
+    int rc;
+    size_t ns = (size_t)in.rows * in.cols * in.samples;
+    switch (d->ts->kind) {
+    case TS_RLE:
+        rc = cs_dicom_rle_decode(&in, src, n, out, cap);
+        break;
+    case TS_JLS:
+        rc = cs_dicom_jls_decode(&in, src, n, out, cap);
+        break;
+    case TS_J2K:
+        rc = cs_dicom_j2k_decode(&in, src, n, out, cap);
+        break;
+    case TS_DEFLFRAME:
+        return decode_deflframe(in, src, n, out);
+    case TS_JPEG:
+        rc = cs_dicom_jpeg8_decode(&in, src, n, out, cap);
+        if (rc == 1)
+            rc = decode_ijg(d, src, n, out, cap);
+        break;
+    default:
+        rc = cs_error_set(CS_EFORMAT, "unsupported syntax");
+    }
+    if (rc)
+        return rc;
+    cs_dicom_normalize(&in, out, ns);
+    return 0;
+}
+
+// ---- writing ----
+
+int write_mem(cs_dicom *d, E_TransferSyntax xfer, std::vector<uint8_t> &out)
+{
+    if (xfer == EXS_Unknown)
+        return cs_error_set(CS_EINVAL,
+                            "cannot write transfer syntax %s with DCMTK 3.6.7 (transcode first)",
+                            d->pix.info.transfer_syntax);
+    std::vector<uint8_t> chunk(1 << 20);
+    DcmOutputBufferStream os(chunk.data(), (offile_off_t)chunk.size());
+    d->ff->transferInit();
+    OFCondition c = EC_StreamNotifyClient;
+    while (c == EC_StreamNotifyClient) {
+        c = d->ff->write(os, xfer, EET_ExplicitLength, nullptr, EGL_recalcGL, EPD_noChange, 0, 0, 0,
+                         EWM_createNewMeta);
+        void *b = nullptr;
+        offile_off_t len = 0;
+        os.flushBuffer(b, len);
+        if (len > 0)
+            out.insert(out.end(), static_cast<uint8_t *>(b), static_cast<uint8_t *>(b) + len);
+    }
+    if (c.good()) {
+        os.flush();
+        void *b = nullptr;
+        offile_off_t len = 0;
+        os.flushBuffer(b, len);
+        if (len > 0)
+            out.insert(out.end(), static_cast<uint8_t *>(b), static_cast<uint8_t *>(b) + len);
+    }
+    d->ff->transferEnd();
+    if (c.bad())
+        return cs_error_set(CS_EFORMAT, "DICOM write error: %s", c.text());
+    return 0;
+}
+
+// Re-read the handle from its own serialisation (after transcode): the
+// frame table then points into fresh, consistent element values.
+[[maybe_unused]] int reload(cs_dicom *d)
+{
+    std::vector<uint8_t> buf;
+    int rc = write_mem(d, d->cur_xfer, buf);
+    if (rc)
+        return rc;
+    cs_dicom *n = nullptr;
+    rc = open_buf(&n, buf.data(), buf.size());
+    if (rc)
+        return rc;
+    std::swap(d->ff, n->ff);
+    d->ts = n->ts;
+    d->pix = n->pix;
+    d->native = n->native;
+    d->native_len = n->native_len;
+    d->frags.swap(n->frags);
+    d->frame_frags.swap(n->frame_frags);
+    for (int i = 0; i < 5; i++)
+        d->lut_store[i].swap(n->lut_store[i]);
+    d->cur_xfer = n->cur_xfer;
+    delete n;
+    return 0;
+}
+
+} // namespace
+
+// ---- the C API ----
+
+extern "C" {
+
+int cs_dicom_open(cs_dicom **out, const char *path)
+{
+    if (!out || !path)
+        return cs_error_set(CS_EINVAL, "cs_dicom_open: NULL argument");
+    *out = nullptr;
+    GUARD("open", {
+        int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return cs_error_set(errno == ENOENT ? CS_ENOTFOUND : CS_EIO, "%s: %s", path,
+                                strerror(errno));
+        struct stat st;
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+            ::close(fd);
+            return cs_error_set(CS_EIO, "%s: not a regular file", path);
+        }
+        std::vector<uint8_t> buf((size_t)st.st_size);
+        size_t got = 0;
+        while (got < buf.size()) {
+            ssize_t r = ::read(fd, buf.data() + got, buf.size() - got);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+        }
+        ::close(fd);
+        if (got != buf.size())
+            return cs_error_set(CS_EIO, "%s: short read", path);
+        int rc = open_buf(out, buf.data(), buf.size());
+        if (rc && cs_error_last()[0]) {
+            std::string m = cs_error_last();
+            cs_error_set(rc, "%s: %s", path, m.c_str());
+        }
+        return rc;
+    })
+}
+
+int cs_dicom_open_mem(cs_dicom **out, const void *data, size_t len)
+{
+    if (!out || (!data && len))
+        return cs_error_set(CS_EINVAL, "cs_dicom_open_mem: NULL argument");
+    *out = nullptr;
+    GUARD("open", { return open_buf(out, static_cast<const uint8_t *>(data), len); })
+}
+
+void cs_dicom_free(cs_dicom *d)
+{
+    try {
+        delete d;
+    } catch (...) {
+    }
+}
+
+int cs_dicom_get_info(cs_dicom *d, cs_dicom_info *out)
+{
+    if (!d || !out)
+        return cs_error_set(CS_EINVAL, "cs_dicom_get_info: NULL argument");
+    *out = d->pix.info;
+    return 0;
+}
+
+int cs_dicom_get_string(cs_dicom *d, uint32_t tag, char *buf, size_t cap)
+{
+    if (!d || (!buf && cap))
+        return cs_error_set(CS_EINVAL, "cs_dicom_get_string: NULL argument");
+    GUARD("get_string", {
+        DcmTagKey k((Uint16)(tag >> 16), (Uint16)(tag & 0xFFFF));
+        DcmItem *it = (tag >> 16) == 2 ? static_cast<DcmItem *>(d->ff->getMetaInfo())
+                                       : static_cast<DcmItem *>(d->ff->getDataset());
+        DcmElement *el = nullptr;
+        if (it->findAndGetElement(k, el).bad() || !el || el->ident() == EVR_SQ)
+            return cs_error_set(CS_ENOTFOUND, "(%04X,%04X) absent", tag >> 16, tag & 0xFFFF);
+        OFString s;
+        if (el->getOFStringArray(s).bad())
+            return cs_error_set(CS_ENOTFOUND, "(%04X,%04X) has no string value", tag >> 16,
+                                tag & 0xFFFF);
+        size_t n = s.length();
+        while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\0'))
+            n--;
+        if (n == 0)
+            return cs_error_set(CS_ENOTFOUND, "(%04X,%04X) is empty", tag >> 16, tag & 0xFFFF);
+        if (n + 1 > cap)
+            return cs_error_set(CS_ERANGE, "(%04X,%04X) needs %zu bytes", tag >> 16, tag & 0xFFFF,
+                                n + 1);
+        memcpy(buf, s.c_str(), n);
+        buf[n] = 0;
+        return 0;
+    })
+}
+
+size_t cs_dicom_frame_size(const cs_dicom_info *info)
+{
+    if (!info || info->rows <= 0 || info->cols <= 0)
+        return 0;
+    return (size_t)info->rows * (size_t)info->cols * (size_t)info->samples *
+           (size_t)cs_dicom_out_bytes(info);
+}
+
+int cs_dicom_frame_decode(cs_dicom *d, int frame, void *dst, size_t cap)
+{
+    if (!d || (!dst && cap))
+        return cs_error_set(CS_EINVAL, "cs_dicom_frame_decode: NULL argument");
+    GUARD("frame_decode", { return decode_frame(d, frame, dst, cap); })
+}
+
+int cs_dicom_frames_decode(cs_dicom *d, int first, int count, void *dst, size_t cap, int threads)
+{
+    if (!d || (!dst && cap) || count < 0)
+        return cs_error_set(CS_EINVAL, "cs_dicom_frames_decode: bad argument");
+    GUARD("frames_decode", {
+        const cs_dicom_info &in = d->pix.info;
+        if (first < 0 || count > in.frames || first > in.frames - count)
+            return cs_error_set(CS_ERANGE, "frames %d..%d out of range (%d frames)", first,
+                                first + count - 1, in.frames);
+        size_t fs = cs_dicom_frame_size(&in);
+        if (cap / (fs ? fs : 1) < (size_t)count)
+            return cs_error_set(CS_ERANGE, "buffer of %zu bytes for %d frames of %zu", cap, count,
+                                fs);
+        uint8_t *out = static_cast<uint8_t *>(dst);
+        if (threads <= 0)
+            threads = (int)std::max(1u, std::thread::hardware_concurrency());
+        // Native frames are a memcpy: threads do not pay.
+        if (d->ts->kind == TS_NATIVE || count < 2)
+            threads = 1;
+        threads = std::min(threads, count);
+        if (threads == 1) {
+            for (int i = 0; i < count; i++) {
+                int rc = decode_frame(d, first + i, out + fs * i, fs);
+                if (rc)
+                    return rc;
+            }
+            return 0;
+        }
+        std::atomic<int> next{0}, err{0};
+        std::string msg;
+        std::mutex mu;
+        auto work = [&] {
+            for (;;) {
+                int i = next.fetch_add(1);
+                if (i >= count || err.load())
+                    return;
+                int rc;
+                try {
+                    rc = decode_frame(d, first + i, out + fs * i, fs);
+                } catch (...) {
+                    rc = fail_exception("frames_decode");
+                }
+                if (rc) {
+                    std::lock_guard<std::mutex> g(mu);
+                    if (!err.load()) {
+                        msg = cs_error_last();
+                        err.store(rc);
+                    }
+                }
+            }
+        };
+        std::vector<std::thread> pool;
+        for (int t = 1; t < threads; t++) {
+            try {
+                pool.emplace_back(work);
+            } catch (...) {
+                break; // fewer threads: the caller's thread still works
+            }
+        }
+        work();
+        for (auto &t : pool)
+            t.join();
+        if (err.load())
+            return cs_error_set(err.load(), "%s", msg.c_str());
+        return 0;
+    })
+}
+
+int cs_dicom_frame_encoded(cs_dicom *d, int frame, cs_buf **out)
+{
+    if (!d || !out)
+        return cs_error_set(CS_EINVAL, "cs_dicom_frame_encoded: NULL argument");
+    *out = nullptr;
+    GUARD("frame_encoded", {
+        const cs_dicom_info &in = d->pix.info;
+        if (in.rows == 0 || frame < 0 || frame >= in.frames)
+            return cs_error_set(CS_ERANGE, "frame %d out of range", frame);
+        if (d->ts->kind == TS_NATIVE) {
+            if (in.bits_allocated == 1)
+                return cs_error_set(CS_EINVAL, "1-bit frames are not byte aligned");
+            size_t fb = native_frame_bytes(&in, in.photometric);
+            return cs_buf_new_copy(out, d->native + fb * (size_t)frame, fb);
+        }
+        const auto &ff = d->frame_frags[(size_t)frame];
+        size_t total = 0;
+        for (size_t i = 0; i < ff.second; i++)
+            total += d->frags[ff.first + i].n;
+        int rc = cs_buf_new(out, total);
+        if (rc)
+            return rc;
+        size_t o = 0;
+        for (size_t i = 0; i < ff.second; i++) {
+            const span &s = d->frags[ff.first + i];
+            if (s.n)
+                memcpy(cs_buf_data(*out) + o, s.p, s.n);
+            o += s.n;
+        }
+        return 0;
+    })
+}
+
+int cs_dicom_render(cs_dicom *d, int frame, const cs_dicom_window *win, uint8_t *dst, size_t stride,
+                    size_t cap, int *channels)
+{
+    if (!d || !dst || !channels)
+        return cs_error_set(CS_EINVAL, "cs_dicom_render: NULL argument");
+    GUARD("render", {
+        size_t fs = cs_dicom_frame_size(&d->pix.info);
+        if (fs == 0)
+            return cs_error_set(CS_ERANGE, "no pixel data");
+        std::unique_ptr<uint8_t[]> buf(new uint8_t[fs]);
+        int rc = decode_frame(d, frame, buf.get(), fs);
+        if (rc)
+            return rc;
+        return cs_dicom_render_frame(&d->pix, buf.get(), win, dst, stride, cap, channels);
+    })
+}
+
+int cs_dicom_save_mem(cs_dicom *d, cs_buf **out)
+{
+    if (!d || !out)
+        return cs_error_set(CS_EINVAL, "cs_dicom_save_mem: NULL argument");
+    *out = nullptr;
+    GUARD("save", {
+        std::vector<uint8_t> buf;
+        int rc = write_mem(d, d->cur_xfer, buf);
+        if (rc)
+            return rc;
+        return cs_buf_new_copy(out, buf.data(), buf.size());
+    })
+}
+
+int cs_dicom_save(cs_dicom *d, const char *path)
+{
+    if (!d || !path)
+        return cs_error_set(CS_EINVAL, "cs_dicom_save: NULL argument");
+    GUARD("save", {
+        std::vector<uint8_t> buf;
+        int rc = write_mem(d, d->cur_xfer, buf);
+        if (rc)
+            return rc;
+        std::string tmp = std::string(path) + ".tmpXXXXXX";
+        std::vector<char> tname(tmp.begin(), tmp.end());
+        tname.push_back(0);
+        int fd = mkstemp(tname.data());
+        if (fd < 0)
+            return cs_error_set(CS_EIO, "%s: %s", tname.data(), strerror(errno));
+        size_t done = 0;
+        while (done < buf.size()) {
+            ssize_t w = ::write(fd, buf.data() + done, buf.size() - done);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                break;
+            done += (size_t)w;
+        }
+        int ok = done == buf.size() && fsync(fd) == 0;
+        ok = (::close(fd) == 0) && ok;
+        if (!ok || rename(tname.data(), path) != 0) {
+            int e = errno;
+            unlink(tname.data());
+            return cs_error_set(CS_EIO, "%s: %s", path, strerror(e));
+        }
+        return 0;
+    })
+}
+
+int cs_dicom_to_json(cs_dicom *d, cs_buf **out)
+{
+    if (!d || !out)
+        return cs_error_set(CS_EINVAL, "cs_dicom_to_json: NULL argument");
+    *out = nullptr;
+    GUARD("to_json", {
+        DcmDataset copy(*d->ff->getDataset());
+        // No bulk data: Pixel Data and large binary values are left out
+        // (WADO-RS serves them separately).
+        std::vector<DcmTagKey> drop;
+        for (unsigned long i = 0; i < copy.card(); i++) {
+            DcmElement *el = copy.getElement(i);
+            DcmEVR vr = el->ident();
+            bool bin = vr == EVR_OB || vr == EVR_OW || vr == EVR_OF || vr == EVR_OD ||
+                       vr == EVR_OL || vr == EVR_UN || vr == EVR_pixelSQ || vr == EVR_PixelData;
+            if (el->getTag() == DCM_PixelData || el->getTag() == DCM_FloatPixelData ||
+                el->getTag() == DCM_DoubleFloatPixelData || (bin && el->getLength() > 1024))
+                drop.push_back(el->getTag());
+        }
+        for (const DcmTagKey &k : drop)
+            delete copy.remove(k);
+        std::ostringstream os;
+        DcmJsonFormatCompact fmt(OFFalse);
+        OFCondition c = copy.writeJson(os, fmt);
+        if (c.bad())
+            return cs_error_set(CS_EFORMAT, "JSON: %s", c.text());
+        std::string s = os.str();
+        return cs_buf_new_copy(out, s.data(), s.size());
+    })
+}
+
+} // extern "C"
+
+extern "C" int cs_dicom_transcode(cs_dicom *d, const cs_dicom_transcode_opts *opts)
+{
+    (void)opts;
+    return cs_error_set(CS_EINVAL, "not yet");
+}
+
+extern "C" int cs_dicom_deidentify(cs_dicom *d)
+{
+    return cs_error_set(CS_EINVAL, "not yet");
+}
