@@ -98,18 +98,20 @@ int vw_reading_open_study(vw_reading *r, const char *uid, const char *series)
     json_t *j;
     memset(&r->study, 0, sizeof(r->study));
     snprintf(r->study.uid, sizeof(r->study.uid), "%s", uid);
+    int found = 0;
     if (vw_dw_get_json(&r->dw, path, "the study", &j) == 0) {
         for (size_t i = 0; i < json_array_size(j); i++) {
             const json_t *o = json_array_get(j, i);
             const char *u = vw_dj_str(o, "0020000D");
             if (json_is_object(o) && u && strcmp(u, uid) == 0)
-                parse_study(&r->study, o);
+                parse_study(&r->study, o), found = 1;
         }
         json_decref(j);
     }
+    snprintf(r->study.uid, sizeof(r->study.uid), "%s", uid);
     snprintf(path, sizeof(path), "/studies/%s/series", uid);
     char what[120];
-    snprintf(what, sizeof(what), "the study %s", uid);
+    snprintf(what, sizeof(what), "the study %s", uid); /* 404: "... not found" */
     int rc = vw_dw_get_json(&r->dw, path, what, &j);
     if (rc < 0)
         return rc;
@@ -136,8 +138,9 @@ int vw_reading_open_study(vw_reading *r, const char *uid, const char *series)
     }
     json_decref(j);
     if (r->nseries == 0)
-        return cs_error_set(CS_ENOTFOUND, "the study %s has no series (at %s%s)", uid, r->dw.base,
-                            path);
+        return cs_error_set(CS_ENOTFOUND, "the study %s %s (at %s%s)", uid,
+                            found ? "has no series" : "not found on the server: no series",
+                            r->dw.base, path);
     qsort(r->series, r->nseries, sizeof(*r->series), cmp_series);
     int first = 0;
     if (series) {
@@ -577,12 +580,13 @@ void vw_reading_state_line(const vw_reading *r, char *out, size_t n)
     const vw_rslice *sl = &s->slices[r->slice];
     const vw_rinst *in = &s->inst[sl->inst];
     double fps = in->frame_ms > 0 ? 1000.0 / in->frame_ms : 10.0;
-    snprintf(out, n,
-             "state series=%d/%zu slice=%d/%zu instance=%s frame=%d pos=%g wl=%g/%g preset=%s "
-             "invert=%d overlays=%d cine=%d fps=%g loaded=%d/%zu",
-             r->cur + 1, r->nseries, r->slice + 1, s->nslices, in->sop, sl->frame, sl->pos, r->wc,
-             r->ww, r->preset[0] ? r->preset : "-", r->invert, r->overlays, r->cine, fps,
-             atomic_load(&s->loaded), s->nslices);
+    snprintf(
+        out, n,
+        "state study=%s series=%d/%zu slice=%d/%zu instance=%s frame=%d pos=%g wl=%g/%g preset=%s "
+        "invert=%d overlays=%d cine=%d fps=%g loaded=%d/%zu",
+        r->study.uid, r->cur + 1, r->nseries, r->slice + 1, s->nslices, in->sop, sl->frame, sl->pos,
+        r->wc, r->ww, r->preset[0] ? r->preset : "-", r->invert, r->overlays, r->cine, fps,
+        atomic_load(&s->loaded), s->nslices);
 }
 
 /* ---- input ---- */

@@ -213,6 +213,7 @@ typedef struct {
     SDL_Renderer *ren;
     vw_overlay *ov;
     int64_t deadline;
+    double shown_key[6]; /* what the last headless frame showed */
     /* window */
     uint32_t wake_event;
     atomic_int wake_pending;
@@ -284,10 +285,30 @@ static void sleep_wake(run *u, int64_t ms)
     cs_queue_pop(u->wakeq, &item, (int)ms);
 }
 
+static int frame(run *u, uint32_t *fb, int pitch);
+
+/* As the window does: draw again when what is on screen changed (the
+ * current slice arrived, another slice, series or window), so the first
+ * image is shown (and timed) as soon as it is in. */
+static void redraw_if_changed(run *u)
+{
+    vw_reading *r = &u->r;
+    vw_rseries *s = vw_reading_series(r);
+    if (!s || atomic_load_explicit(&s->ready, memory_order_acquire) != 1)
+        return;
+    int st = atomic_load(&s->slices[r->slice].state);
+    double key[6] = {(double)r->cur, (double)r->slice, (double)st, r->wc, r->ww, r->invert};
+    if (st == VW_SLICE_READY && memcmp(key, u->shown_key, sizeof(key)) != 0) {
+        memcpy(u->shown_key, key, sizeof(key));
+        frame(u, u->surf->pixels, u->surf->pitch / 4);
+    }
+}
+
 /* Run until @p cond is 1 (0 ok), -1 (1: error) or the deadline (3). */
 static int wait_for(run *u, int (*cond)(run *, int))
 {
     for (;;) {
+        redraw_if_changed(u);
         vw_reading_tick(&u->r);
         int c = cond(u, 0);
         if (c != 0) {
@@ -309,6 +330,7 @@ static void pump_ms(run *u, int ms)
 {
     int64_t end = cs_clock_ns() + (int64_t)ms * 1000000;
     for (;;) {
+        redraw_if_changed(u);
         vw_reading_tick(&u->r);
         int64_t left = end - cs_clock_ns();
         if (left <= 0)
@@ -441,9 +463,10 @@ static int command(run *u, const char *cmd, char *args, const char *where)
         ev.key.state = SDL_PRESSED;
         ev.key.keysym.sym = k;
         ev.key.keysym.scancode = SDL_GetScancodeFromKey(k);
+        int was = r->screen;
         feed(u, &ev);
-        if (r->screen == VW_RSCREEN_READ && !vw_reading_series(r)) {
-            fprintf(stderr, "consilium-view: %s\n", r->status[0] ? r->status : cs_error_last());
+        if (was == VW_RSCREEN_STUDIES && r->screen == VW_RSCREEN_STUDIES && r->status[0]) {
+            fprintf(stderr, "consilium-view: %s\n", r->status); /* the study did not open */
             return 1;
         }
     } else if (strcmp(cmd, "wheel") == 0) {
