@@ -8,7 +8,8 @@
  * The window is PS3.3 C.11.2.1.2.1 (LINEAR):
  *   x <= c - 0.5 - (w - 1) / 2  -> 0
  *   x >  c - 0.5 + (w - 1) / 2  -> 255
- *   else  y = ((x - (c - 0.5)) / (w - 1) + 0.5) * 255, rounded to nearest.
+ *   else  y = ((x - (c - 0.5)) / (w - 1) + 0.5) * 255, truncated to an
+ *         integer as DCMTK does (MONOCHROME1: 255 - y, then truncated).
  * With no window the frame's min/max of m is used (DCMTK's +Wm: c = (min +
  * max) / 2, w = max - min).
  *
@@ -34,7 +35,9 @@ static double lut_at(const cs_dicom_lut *l, double x)
     return l->data[i];
 }
 
-static uint8_t window(double x, double c, double w)
+/* The window's output before truncation to an integer (DCMTK truncates;
+ * MONOCHROME1 inverts before truncating). */
+static double window(double x, double c, double w)
 {
     if (w < 1)
         w = 1;
@@ -44,8 +47,7 @@ static uint8_t window(double x, double c, double w)
     if (x > hi)
         return 255;
     double y = w > 1 ? ((x - (c - 0.5)) / (w - 1) + 0.5) * 255.0 : 255.0;
-    long r = lround(y);
-    return (uint8_t)(r < 0 ? 0 : r > 255 ? 255 : r);
+    return y < 0 ? 0 : y > 255 ? 255 : y;
 }
 
 static double modality(const cs_dicom_pix *p, int v)
@@ -119,15 +121,14 @@ static int render_grey(const cs_dicom_pix *p, const void *frame, const cs_dicom_
     for (long k = 0; k < count; k++) {
         long v = lo + k;
         double m = modality(p, (int)v);
-        uint8_t y;
+        double y;
         if (use_voi_lut) {
-            double o = lut_at(&p->voi, m) / vmax * 255.0;
-            long r = lround(o);
-            y = (uint8_t)(r < 0 ? 0 : r > 255 ? 255 : r);
+            y = lut_at(&p->voi, m) / vmax * 255.0;
+            y = y < 0 ? 0 : y > 255 ? 255 : y;
         } else {
             y = window(m, c, w);
         }
-        table[k] = invert ? (uint8_t)(255 - y) : y;
+        table[k] = (uint8_t)(invert ? 255.0 - y : y);
     }
     for (int r = 0; r < in->rows; r++) {
         uint8_t *d = dst + (size_t)r * stride;

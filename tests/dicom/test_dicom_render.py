@@ -1,0 +1,109 @@
+"""Acceptance 2: cs_dicom_render() at the file's own window matches DCMTK's
+dcmj2pnm (3.6.7) within 1 grey level on every pixel.
+
+dcmj2pnm (dcml2pnm for JPEG-LS) options mirror our defaults: +op (8-bit PGM/PPM), first frame, and
+the VOI the file gives: +Wl 1 (first VOI LUT) when it has a VOI LUT
+Sequence, else +Wi 1 (first window), else +Wm (min-max of the frame).
+Colour: RGB as stored, YBR_FULL converted to RGB, PALETTE COLOR expanded.
+dcmj2pnm cannot decode JPEG 2000 / HTJ2K: for those the frame decoded by
+opj_decompress is written into an explicit-LE copy (pydicom) and rendered
+by dcmj2pnm, so the same formula is checked against the lossless
+reference."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pydicom
+from pydicom.uid import ExplicitVRLittleEndian
+
+sys.path.insert(0, os.path.dirname(__file__))
+import dicomref as R  # noqa: E402
+
+
+def read_pnm(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    parts = []
+    pos = 0
+    while len(parts) < 4:
+        while data[pos:pos + 1].isspace():
+            pos += 1
+        if data[pos:pos + 1] == b"#":
+            pos = data.index(b"\n", pos) + 1
+            continue
+        end = pos
+        while not data[end:end + 1].isspace():
+            end += 1
+        parts.append(data[pos:end])
+        pos = end
+    pos += 1
+    magic, w, h = parts[0], int(parts[1]), int(parts[2])
+    ch = 1 if magic == b"P5" else 3
+    return np.frombuffer(data[pos:pos + w * h * ch], np.uint8).reshape(h, w, ch)
+
+
+def j2k_as_native(path, inf, tmp):
+    ref = R.ref_opj(path, inf, tmp)
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.is_implicit_VR = False
+    ds.is_little_endian = True
+    ds.PixelData = np.ascontiguousarray(ref).tobytes()
+    if inf["samples"] == 3:
+        ds.PhotometricInterpretation = "RGB"
+        ds.PlanarConfiguration = 0
+    out = os.path.join(tmp, os.path.basename(path) + ".native.dcm")
+    ds.save_as(out)
+    return out
+
+
+def main():
+    tmp = R.workdir("dicom_render")
+    passed = failed = skipped = 0
+    for path in R.files():
+        name = os.path.basename(path)
+        inf = R.info(path)
+        if inf["rows"] == 0:
+            print("SKIP %s: no pixel data" % name)
+            skipped += 1
+            continue
+        if inf["bits_allocated"] == 1 or inf["transfer_syntax"] == R.DEFLFRAME:
+            # dcmj2pnm 3.6.7 knows neither 1-bit SEG frames nor this syntax
+            print("SKIP %s: dcmj2pnm cannot read %s / 1-bit" % (name, inf["transfer_syntax"]))
+            skipped += 1
+            continue
+        try:
+            src = path
+            if inf["transfer_syntax"] in R.J2K:
+                src = j2k_as_native(path, inf, tmp)
+            mine = os.path.join(tmp, name + ".ours.pnm")
+            R.tool("render", path, mine)
+            theirs = os.path.join(tmp, name + ".dcmtk.pnm")
+            if inf["has_voi_lut"] == "1":
+                voi = ["+Wl", "1"]
+            elif inf["has_window"]:
+                voi = ["+Wi", "1"]
+            else:
+                voi = ["+Wm"]
+            prog = "dcml2pnm" if inf["transfer_syntax"] in R.JLS else "dcmj2pnm"
+            subprocess.run([prog, "+op", "-O", "+F", "1"] + voi + [src, theirs], check=True,
+                           capture_output=True)
+            a, b = read_pnm(mine), read_pnm(theirs)
+            if a.shape != b.shape:
+                raise AssertionError("shape %s vs dcmj2pnm %s" % (a.shape, b.shape))
+            d = np.abs(a.astype(int) - b.astype(int))
+            ok = d.max() <= 1
+            print("%s %s [%s %s, VOI %s]: max|diff| %d, %.2f%% pixels differ" %
+                  ("ok  " if ok else "FAIL", name, inf["photometric"], inf["transfer_syntax"],
+                   " ".join(voi), d.max(), 100.0 * np.count_nonzero(d) / d.size))
+            passed += ok
+            failed += not ok
+        except Exception as e:
+            print("FAIL %s: %s" % (name, e))
+            failed += 1
+    R.report(passed, failed, skipped)
+
+
+if __name__ == "__main__":
+    main()
