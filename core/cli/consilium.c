@@ -10,12 +10,15 @@
 #include <jansson.h>
 #include <signal.h>
 
+#include "cs/dimse.h"
 #include "cs/err.h"
 #include "cs/plughost.h"
 #include "cs/server.h"
 #include "cs/slide.h"
 
 static volatile sig_atomic_t stop_requested;
+
+int cs_cli_dicom(int argc, char **argv); /* dicom_cmd.c */
 
 static void on_signal(int sig)
 {
@@ -28,7 +31,8 @@ static void usage_main(FILE *f)
                "commands:\n"
                "  serve PATH...   serve slides (DeepZoom, IIIF), annotations and live events\n"
                "  plugins list|check DIR...   show plugins' state, or check that they load\n"
-               "  info FILE       print a slide's properties and levels\n\n"
+               "  info FILE       print a slide's properties and levels\n"
+               "  dicom echo|send|find|move|report|info   DICOM network tools\n\n"
                "Run 'consilium <command> --help' for a command's options.\n");
 }
 
@@ -62,6 +66,13 @@ static void usage_serve(FILE *f)
             "                       a plugin of the same name)\n"
             "  --plugin-lib DIR     shared Lua libraries for require (default: DIR/lib of the\n"
             "                       first --plugins folder that has one)\n"
+            "DICOM node (C-ECHO, C-STORE, C-FIND SCP; auto-forward; needs no PATH):\n"
+            "  --dicom-port N       listen for DICOM associations on port N\n"
+            "  --aet TITLE          our AE title (default CONSILIUM)\n"
+            "  --store DIR          the study store (files indexed in --db; default\n"
+            "                       --db is DIR/consilium.db); also served as DICOMweb\n"
+            "  --dicom-config F     JSON: aet, dicom_port, store, peers, routes\n"
+            "  --dicom-timeout S    drop associations idle or stalled for S seconds (30)\n"
             "  -h, --help           this text\n");
 }
 
@@ -102,8 +113,16 @@ static int cmd_serve(int argc, char **argv)
         O_DB,
         O_USER,
         O_PLUGINS,
-        O_PLUGLIB
+        O_PLUGLIB,
+        O_DPORT,
+        O_AET,
+        O_STORE,
+        O_DCONFIG,
+        O_DTIMEOUT
     };
+    cs_dimse_opts dopts = CS_DIMSE_OPTS_INIT;
+    int dicom_on = 0;
+    char dbbuf[4096];
     const char *users[MAX_LIST], *plugin_dirs[MAX_LIST];
     char libbuf[4096];
     static const struct option longopts[] = {
@@ -126,6 +145,11 @@ static int cmd_serve(int argc, char **argv)
         {"user", required_argument, 0, O_USER},
         {"plugins", required_argument, 0, O_PLUGINS},
         {"plugin-lib", required_argument, 0, O_PLUGLIB},
+        {"dicom-port", required_argument, 0, O_DPORT},
+        {"aet", required_argument, 0, O_AET},
+        {"store", required_argument, 0, O_STORE},
+        {"dicom-config", required_argument, 0, O_DCONFIG},
+        {"dicom-timeout", required_argument, 0, O_DTIMEOUT},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -165,6 +189,16 @@ static int cmd_serve(int argc, char **argv)
         case O_PLUGLIB:
             o.plugin_lib = optarg;
             break;
+        case O_AET:
+            dopts.aet = optarg;
+            break;
+        case O_STORE:
+            dopts.store = optarg;
+            break;
+        case O_DCONFIG:
+            dopts.config_path = optarg;
+            dicom_on = 1;
+            break;
         case O_USER:
         case O_PLUGINS:
             if ((c == O_USER ? o.nusers : o.nplugin_dirs) == MAX_LIST) {
@@ -202,9 +236,17 @@ static int cmd_serve(int argc, char **argv)
                 o.quality = (int)v;
             else if (c == O_MAX)
                 o.max_width = o.max_height = (int)v;
+            else if (c == O_DPORT && v <= 65535)
+                dopts.port = (int)v, dicom_on = 1;
+            else if (c == O_DTIMEOUT && v > 0)
+                dopts.timeout_s = (int)v;
+            else if (c == O_DPORT || c == O_DTIMEOUT) {
+                fprintf(stderr, "consilium serve: '%s' is out of range\n", optarg);
+                return 2;
+            }
         }
     }
-    if (optind >= argc) {
+    if (optind >= argc && !dicom_on) {
         fprintf(stderr, "consilium serve: give at least one slide file or folder\n");
         usage_serve(stderr);
         return 2;
@@ -217,25 +259,45 @@ static int cmd_serve(int argc, char **argv)
     o.plugin_dirs = plugin_dirs;
     if (!o.plugin_lib)
         o.plugin_lib = default_lib(plugin_dirs, o.nplugin_dirs, libbuf, sizeof(libbuf));
+    cs_dimse *node = NULL;
+    if (dicom_on) {
+        if (!o.db_path && dopts.store) { /* the node and DICOMweb share one index */
+            snprintf(dbbuf, sizeof(dbbuf), "%s/consilium.db", dopts.store);
+            mkdir(dopts.store, 0755);
+            o.db_path = dbbuf;
+        }
+        dopts.db_path = o.db_path;
+        if (cs_dimse_new(&node, &dopts) < 0) {
+            fprintf(stderr, "consilium serve: DICOM node: %s\n", cs_error_last());
+            return 1;
+        }
+        o.dicom_store = cs_dimse_store(node);
+    }
     cs_server *s;
     if (cs_server_new(&s, &o) < 0) {
         fprintf(stderr, "consilium serve: %s\n", cs_error_last());
+        cs_dimse_free(node);
         return 1;
     }
     for (int i = optind; i < argc; i++) {
         if (cs_server_add_path(s, argv[i]) < 0) {
             fprintf(stderr, "consilium serve: %s\n", cs_error_last());
+            cs_dimse_free(node);
             cs_server_free(s);
             return 1;
         }
     }
-    if (cs_server_slide_count(s) == 0)
+    if (cs_server_slide_count(s) == 0 && !node)
         fprintf(stderr, "consilium serve: warning: no slides found\n");
-    if (cs_server_start(s) < 0) {
+    if (cs_server_start(s) < 0 || (node && cs_dimse_start(node) < 0)) {
         fprintf(stderr, "consilium serve: %s\n", cs_error_last());
+        cs_dimse_free(node);
         cs_server_free(s);
         return 1;
     }
+    if (node)
+        printf("dicom: %s on port %d, store %s\n", cs_dimse_aet(node), cs_dimse_port(node),
+               cs_dimse_store(node));
     const char *scheme = o.tls_cert ? "https" : "http";
     printf("consilium: serving %d slide(s) on %s://%s:%d\n", cs_server_slide_count(s), scheme,
            o.bind, cs_server_port(s));
@@ -262,6 +324,7 @@ static int cmd_serve(int argc, char **argv)
     while (!stop_requested)
         pause();
     printf("consilium: stopping\n");
+    cs_dimse_free(node);
     cs_server_free(s);
     return 0;
 }
@@ -416,6 +479,8 @@ int main(int argc, char **argv)
         return cmd_info(argc - 1, argv + 1);
     if (strcmp(argv[1], "plugins") == 0)
         return cmd_plugins(argc - 1, argv + 1);
+    if (strcmp(argv[1], "dicom") == 0)
+        return cs_cli_dicom(argc - 1, argv + 1);
     fprintf(stderr, "consilium: unknown command '%s'\n", argv[1]);
     usage_main(stderr);
     return 2;

@@ -50,6 +50,36 @@ static const cs_migration cs_migrations[] = {
         "  plugin TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
         "  PRIMARY KEY (plugin, key)"
         ") STRICT;"},
+    /* The DICOM node (core/dimse): the study index over the files at
+     * <store>/<study>/<series>/<sop>.dcm (path relative to the store), and
+     * the auto-forward queue (a row leaves once its peer acknowledged it). */
+    {3, "CREATE TABLE dicom_studies ("
+        "  study_uid TEXT PRIMARY KEY, patient_id TEXT, patient_name TEXT,"
+        "  patient_birth_date TEXT, patient_sex TEXT, study_date TEXT, study_time TEXT,"
+        "  accession TEXT, study_id TEXT, study_desc TEXT, referring TEXT,"
+        "  updated_at TEXT NOT NULL);"
+        "CREATE TABLE dicom_series ("
+        "  series_uid TEXT PRIMARY KEY,"
+        "  study_uid TEXT NOT NULL REFERENCES dicom_studies(study_uid),"
+        "  modality TEXT, series_number INTEGER, series_desc TEXT, body_part TEXT,"
+        "  updated_at TEXT NOT NULL);"
+        "CREATE TABLE dicom_instances ("
+        "  sop_uid TEXT PRIMARY KEY,"
+        "  series_uid TEXT NOT NULL REFERENCES dicom_series(series_uid),"
+        "  study_uid TEXT NOT NULL, sop_class TEXT NOT NULL, instance_number INTEGER,"
+        "  transfer_syntax TEXT NOT NULL, rows INTEGER, cols INTEGER, frames INTEGER,"
+        "  path TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL, source_aet TEXT,"
+        "  received_at TEXT NOT NULL);"
+        "CREATE INDEX dicom_series_study ON dicom_series(study_uid);"
+        "CREATE INDEX dicom_instances_series ON dicom_instances(series_uid, instance_number);"
+        "CREATE INDEX dicom_studies_patient ON dicom_studies(patient_id);"
+        "CREATE INDEX dicom_studies_date ON dicom_studies(study_date);"
+        "CREATE TABLE forward_queue ("
+        "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  sop_uid TEXT NOT NULL, peer TEXT NOT NULL, transfer_syntax TEXT,"
+        "  attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL DEFAULT 0,"
+        "  last_error TEXT, created_at TEXT NOT NULL);"
+        "CREATE INDEX forward_queue_next ON forward_queue(peer, next_at, id);"},
 };
 
 #define CS_MIGRATION_COUNT ((int)(sizeof(cs_migrations) / sizeof(cs_migrations[0])))

@@ -1,0 +1,1091 @@
+/* The DICOM node: accept loop, one thread per association (C-ECHO, C-STORE
+ * into the study store, C-FIND over the index), and the auto-forwarder.
+ *
+ * Invariants: a file is renamed into the store only after it arrived whole,
+ * parsed and was fdatasync'd; the index rows, the forward-queue rows and the
+ * audit record of an instance are one transaction, committed before the
+ * C-STORE response leaves. Every thread has its own database handle. No lock
+ * is held across network I/O: the forwarder's only shared state is the
+ * wake-up flag under n->mu. */
+#include "cs/dimse.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <jansson.h>
+
+#include "cs/db.h"
+#include "cs/dicomnet.h"
+#include "cs/err.h"
+#include "cs/log.h"
+#include "cs/thread.h"
+
+#define PATH_CAP  4096
+#define STORE_CAP 3000 /* leaves room for study/series/sop below it */
+
+typedef struct route {
+    char from_aet[17];
+    char peer[300]; /* AET@HOST:PORT */
+    char peer_aet[17];
+    char ts[65]; /* "" = as stored */
+} route;
+
+typedef struct slot {
+    struct cs_dimse *n;
+    cs_thread *t;
+    cs_dicomnet_assoc *a;
+    atomic_int done;
+} slot;
+
+struct cs_dimse {
+    char aet[17];
+    int port;
+    char store[STORE_CAP];
+    char tmp[STORE_CAP + 8];
+    char db_path[PATH_CAP];
+    int timeout;
+    int max_assoc;
+    route *routes;
+    int nroutes;
+    cs_dicomnet_listener *l;
+    cs_logger *log;
+    atomic_int stop;
+    cs_thread *accept_thr, *fwd_thr;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int kick; /* under mu: new forward rows */
+    slot *slots;
+};
+
+/* ------------------------------------------------------------- helpers */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int uid_ok(const char *u)
+{
+    size_t n = strlen(u);
+    if (n == 0 || n > 64 || u[0] == '.')
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((u[i] >= '0' && u[i] <= '9') || u[i] == '.'))
+            return 0;
+    return strstr(u, "..") == NULL;
+}
+
+static int mkdir_one(const char *path, int *created)
+{
+    if (mkdir(path, 0755) == 0) {
+        *created = 1;
+        return 0;
+    }
+    return errno == EEXIST ? 0 : cs_error_set(CS_EIO, "mkdir %s: %s", path, strerror(errno));
+}
+
+static int fsync_path(const char *path, int dir)
+{
+    int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+    if (fd < 0)
+        return cs_error_set(CS_EIO, "open %s: %s", path, strerror(errno));
+    int r = dir ? fsync(fd) : fdatasync(fd);
+    int e = errno;
+    close(fd);
+    return r == 0 ? 0 : cs_error_set(CS_EIO, "fsync %s: %s", path, strerror(e));
+}
+
+static void parent_of(char *dst, size_t cap, const char *path)
+{
+    snprintf(dst, cap, "%s", path);
+    char *s = strrchr(dst, '/');
+    if (s && s != dst)
+        *s = '\0';
+}
+
+const char *cs_dimse_ts_from_name(const char *name)
+{
+    static const struct {
+        const char *name, *uid;
+    } map[] = {
+        {"keep", ""},
+        {"explicit", "1.2.840.10008.1.2.1"},
+        {"implicit", "1.2.840.10008.1.2"},
+        {"big-endian", "1.2.840.10008.1.2.2"},
+        {"deflate", "1.2.840.10008.1.2.1.99"},
+        {"rle", "1.2.840.10008.1.2.5"},
+        {"jpeg-baseline", "1.2.840.10008.1.2.4.50"},
+        {"jpeg-extended", "1.2.840.10008.1.2.4.51"},
+        {"jpeg-lossless", "1.2.840.10008.1.2.4.70"},
+        {"jpeg-lossless-14", "1.2.840.10008.1.2.4.57"},
+        {"jpeg-ls", "1.2.840.10008.1.2.4.80"},
+        {"jpeg-ls-lossless", "1.2.840.10008.1.2.4.80"},
+        {"jpeg-ls-near", "1.2.840.10008.1.2.4.81"},
+        {"j2k-lossless", "1.2.840.10008.1.2.4.90"},
+        {"j2k", "1.2.840.10008.1.2.4.91"},
+        {"htj2k-lossless", "1.2.840.10008.1.2.4.201"},
+        {"htj2k", "1.2.840.10008.1.2.4.203"},
+    };
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if (!strcmp(map[i].name, name))
+            return map[i].uid;
+    return uid_ok(name) ? name : NULL;
+}
+
+/* ------------------------------------------------------------- config */
+
+static int load_config(cs_dimse *n, const cs_dimse_opts *o)
+{
+    json_t *root = NULL;
+    if (o->config_path) {
+        json_error_t je;
+        root = json_load_file(o->config_path, 0, &je);
+        if (!root)
+            return cs_error_set(CS_EINVAL, "%s:%d: %s", o->config_path, je.line, je.text);
+        if (!json_is_object(root)) {
+            json_decref(root);
+            return cs_error_set(CS_EINVAL, "%s: not a JSON object", o->config_path);
+        }
+    }
+    const char *aet = o->aet ? o->aet : json_string_value(json_object_get(root, "aet"));
+    snprintf(n->aet, sizeof(n->aet), "%s", aet ? aet : "CONSILIUM");
+    if (!n->aet[0] || (aet && strlen(aet) > 16)) {
+        json_decref(root);
+        return cs_error_set(CS_EINVAL, "AE title '%s' must have 1-16 characters", aet);
+    }
+    n->port = o->port;
+    if (n->port < 0) {
+        json_t *p = json_object_get(root, "dicom_port");
+        n->port = json_is_integer(p) ? (int)json_integer_value(p) : 11112;
+    }
+    const char *store = o->store ? o->store : json_string_value(json_object_get(root, "store"));
+    if (!store) {
+        json_decref(root);
+        return cs_error_set(CS_EINVAL, "the DICOM node needs a store folder");
+    }
+    if (strlen(store) >= sizeof(n->store)) {
+        json_decref(root);
+        return cs_error_set(CS_EINVAL, "the store path is too long");
+    }
+    snprintf(n->store, sizeof(n->store), "%s", store);
+    json_t *to = json_object_get(root, "timeout_s");
+    if (json_is_integer(to) && json_integer_value(to) > 0)
+        n->timeout = (int)json_integer_value(to);
+    json_t *peers = json_object_get(root, "peers");
+    json_t *routes = json_object_get(root, "routes");
+    if (routes && !json_is_array(routes)) {
+        json_decref(root);
+        return cs_error_set(CS_EINVAL, "%s: \"routes\" must be an array", o->config_path);
+    }
+    size_t nr = json_array_size(routes);
+    n->routes = nr ? calloc(nr, sizeof(route)) : NULL;
+    if (nr && !n->routes) {
+        json_decref(root);
+        return cs_error_set(CS_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < nr; i++) {
+        json_t *r = json_array_get(routes, i);
+        const char *from = json_string_value(json_object_get(r, "from_aet"));
+        const char *to_name = json_string_value(json_object_get(r, "to"));
+        const char *ts = json_string_value(json_object_get(r, "transfer_syntax"));
+        const char *peer = to_name ? json_string_value(json_object_get(peers, to_name)) : NULL;
+        if (!peer && to_name && strchr(to_name, '@'))
+            peer = to_name; /* a peer written in place */
+        cs_dicomnet_peer p;
+        if (!peer || cs_dicomnet_peer_parse(&p, peer) < 0) {
+            json_decref(root);
+            return cs_error_set(CS_EINVAL, "%s: route %zu: \"to\" must name a peer (AET@HOST:PORT)",
+                                o->config_path, i);
+        }
+        const char *uid = cs_dimse_ts_from_name(ts ? ts : "jpeg-ls-lossless");
+        if (!uid) {
+            json_decref(root);
+            return cs_error_set(CS_EINVAL, "%s: route %zu: unknown transfer_syntax '%s'",
+                                o->config_path, i, ts);
+        }
+        route *rt = &n->routes[n->nroutes++];
+        snprintf(rt->from_aet, sizeof(rt->from_aet), "%s", from ? from : "*");
+        snprintf(rt->peer, sizeof(rt->peer), "%s", peer);
+        snprintf(rt->peer_aet, sizeof(rt->peer_aet), "%s", p.aet);
+        snprintf(rt->ts, sizeof(rt->ts), "%s", uid);
+    }
+    json_decref(root);
+    return 0;
+}
+
+/* -------------------------------------------------------------- store */
+
+typedef struct worker {
+    cs_dimse *n;
+    cs_db *db;
+    const char *host;
+} worker;
+
+static int exec_bind(cs_db *db, const char *sql, const char *const *args, int nargs)
+{
+    cs_db_stmt *st;
+    int r = cs_db_prepare(db, &st, sql);
+    if (r < 0)
+        return r;
+    for (int i = 0; i < nargs; i++)
+        cs_db_bind_text(st, i + 1, args[i]);
+    r = cs_db_step(st);
+    cs_db_finalize(st);
+    return r == CS_DB_ROW ? 0 : r;
+}
+
+static int index_instance(worker *w, const cs_dicomnet_instance *in, const char *rel)
+{
+    cs_db *db = w->db;
+    char num[4][24];
+    snprintf(num[0], sizeof(num[0]), "%d", in->series_number);
+    snprintf(num[1], sizeof(num[1]), "%d", in->instance_number);
+    snprintf(num[2], sizeof(num[2]), "%lld", (long long)in->size);
+    int r = cs_db_begin(db);
+    if (r < 0)
+        return r;
+    const char *study[] = {in->study_uid,          in->patient_id,  in->patient_name,
+                           in->patient_birth_date, in->patient_sex, in->study_date,
+                           in->study_time,         in->accession,   in->study_id,
+                           in->study_desc,         in->referring};
+    r = exec_bind(db,
+                  "INSERT INTO dicom_studies (study_uid, patient_id, patient_name,"
+                  " patient_birth_date, patient_sex, study_date, study_time, accession, study_id,"
+                  " study_desc, referring, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,"
+                  " strftime('%Y-%m-%dT%H:%M:%fZ','now')) ON CONFLICT(study_uid) DO UPDATE SET"
+                  " patient_id=coalesce(nullif(excluded.patient_id,''),patient_id),"
+                  " patient_name=coalesce(nullif(excluded.patient_name,''),patient_name),"
+                  " patient_birth_date=coalesce(nullif(excluded.patient_birth_date,''),"
+                  "patient_birth_date),"
+                  " patient_sex=coalesce(nullif(excluded.patient_sex,''),patient_sex),"
+                  " study_date=coalesce(nullif(excluded.study_date,''),study_date),"
+                  " study_time=coalesce(nullif(excluded.study_time,''),study_time),"
+                  " accession=coalesce(nullif(excluded.accession,''),accession),"
+                  " study_id=coalesce(nullif(excluded.study_id,''),study_id),"
+                  " study_desc=coalesce(nullif(excluded.study_desc,''),study_desc),"
+                  " referring=coalesce(nullif(excluded.referring,''),referring),"
+                  " updated_at=excluded.updated_at",
+                  study, 11);
+    if (r == 0) {
+        const char *series[] = {in->series_uid, in->study_uid,   in->modality,
+                                num[0],         in->series_desc, in->body_part};
+        r = exec_bind(db,
+                      "INSERT INTO dicom_series (series_uid, study_uid, modality, series_number,"
+                      " series_desc, body_part, updated_at) VALUES ($1,$2,$3,"
+                      " CASE WHEN $4 = '-1' THEN NULL ELSE CAST($4 AS INTEGER) END,$5,$6,"
+                      " strftime('%Y-%m-%dT%H:%M:%fZ','now')) ON CONFLICT(series_uid) DO UPDATE SET"
+                      " modality=coalesce(nullif(excluded.modality,''),modality),"
+                      " series_number=coalesce(excluded.series_number,series_number),"
+                      " series_desc=coalesce(nullif(excluded.series_desc,''),series_desc),"
+                      " body_part=coalesce(nullif(excluded.body_part,''),body_part),"
+                      " updated_at=excluded.updated_at",
+                      series, 6);
+    }
+    if (r == 0) {
+        char dims[3][16];
+        snprintf(dims[0], sizeof(dims[0]), "%d", in->rows);
+        snprintf(dims[1], sizeof(dims[1]), "%d", in->cols);
+        snprintf(dims[2], sizeof(dims[2]), "%d", in->frames);
+        const char *inst[] = {in->sop_uid,    in->series_uid,
+                              in->study_uid,  in->sop_class,
+                              num[1],         in->transfer_syntax,
+                              dims[0],        dims[1],
+                              dims[2],        rel,
+                              num[2],         in->sha256,
+                              in->calling_aet};
+        r = exec_bind(db,
+                      "INSERT OR REPLACE INTO dicom_instances (sop_uid, series_uid, study_uid,"
+                      " sop_class, instance_number, transfer_syntax, rows, cols, frames, path,"
+                      " size, sha256, source_aet, received_at) VALUES ($1,$2,$3,$4,"
+                      " CASE WHEN $5 = '-1' THEN NULL ELSE CAST($5 AS INTEGER) END,$6,"
+                      " CAST($7 AS INTEGER),CAST($8 AS INTEGER),CAST($9 AS INTEGER),$10,"
+                      " CAST($11 AS INTEGER),$12,$13,strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
+                      inst, 13);
+    }
+    int queued = 0;
+    for (int i = 0; r == 0 && i < w->n->nroutes; i++) {
+        const route *rt = &w->n->routes[i];
+        if (strcmp(rt->from_aet, "*") && strcmp(rt->from_aet, in->calling_aet))
+            continue;
+        if (!strcmp(rt->peer_aet, in->calling_aet))
+            continue; /* never back to where it came from */
+        const char *q[] = {in->sop_uid, rt->peer, rt->ts};
+        r = exec_bind(db,
+                      "INSERT INTO forward_queue (sop_uid, peer, transfer_syntax, created_at)"
+                      " VALUES ($1,$2,$3,strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
+                      q, 3);
+        queued++;
+    }
+    if (r == 0) {
+        cs_db_audit a = {"110104",   "DICOM instance received", 0, in->calling_aet, w->host,
+                         in->sop_uid};
+        r = cs_db_audit_append(db, &a, NULL);
+    }
+    if (r == 0)
+        r = cs_db_commit(db);
+    if (r < 0) {
+        cs_db_rollback(db);
+        return r;
+    }
+    if (queued) {
+        pthread_mutex_lock(&w->n->mu);
+        w->n->kick = 1;
+        pthread_cond_signal(&w->n->cv);
+        pthread_mutex_unlock(&w->n->mu);
+    }
+    return 0;
+}
+
+static int on_store(const cs_dicomnet_instance *in, void *userdata)
+{
+    worker *w = userdata;
+    cs_dimse *n = w->n;
+    if (!uid_ok(in->study_uid) || !uid_ok(in->series_uid) || !uid_ok(in->sop_uid)) {
+        cs_error_set(CS_EFORMAT, "malformed UID (study %.70s series %.70s sop %.70s)",
+                     in->study_uid, in->series_uid, in->sop_uid);
+        return CS_DICOMNET_DATASET_MISMATCH;
+    }
+    if (!w->db) {
+        cs_error_set(CS_EIO, "the index database is not open");
+        return CS_DICOMNET_OUT_OF_RESOURCES;
+    }
+    /* A duplicate with the same bytes: acknowledged, not stored again. */
+    cs_db_stmt *st;
+    int dup = 0;
+    if (cs_db_prepare(w->db, &st, "SELECT sha256 FROM dicom_instances WHERE sop_uid = $1") == 0) {
+        cs_db_bind_text(st, 1, in->sop_uid);
+        if (cs_db_step(st) == CS_DB_ROW)
+            dup = !strcmp(cs_db_column_text(st, 0), in->sha256) ? 1 : 2;
+        cs_db_finalize(st);
+    }
+    if (dup == 1) {
+        cs_log(n->log, CS_LOG_VERBOSE, "%s from %s: already stored, same bytes", in->sop_uid,
+               in->calling_aet);
+        return CS_DICOMNET_SUCCESS;
+    }
+    char rel[256], abs[PATH_CAP], dir[PATH_CAP];
+    snprintf(rel, sizeof(rel), "%s/%s/%s.dcm", in->study_uid, in->series_uid, in->sop_uid);
+    int c1 = 0, c2 = 0;
+    snprintf(dir, sizeof(dir), "%s/%s", n->store, in->study_uid);
+    int r = mkdir_one(dir, &c1);
+    snprintf(dir, sizeof(dir), "%s/%s/%s", n->store, in->study_uid, in->series_uid);
+    if (r == 0)
+        r = mkdir_one(dir, &c2);
+    snprintf(abs, sizeof(abs), "%s/%s", n->store, rel);
+    if (r == 0)
+        r = fsync_path(in->path, 0);
+    if (r == 0 && rename(in->path, abs) != 0)
+        r = cs_error_set(CS_EIO, "rename into %s: %s", abs, strerror(errno));
+    if (r == 0)
+        r = fsync_path(dir, 1);
+    if (r == 0 && c2) {
+        char p[PATH_CAP];
+        parent_of(p, sizeof(p), dir);
+        r = fsync_path(p, 1);
+        if (r == 0 && c1)
+            r = fsync_path(n->store, 1);
+    }
+    if (r == 0)
+        r = index_instance(w, in, rel);
+    if (r < 0) {
+        cs_log(n->log, CS_LOG_ERROR, "%s from %s not stored: %s", in->sop_uid, in->calling_aet,
+               cs_error_last());
+        if (dup == 0)
+            unlink(abs); /* not indexed: no file either */
+        return CS_DICOMNET_OUT_OF_RESOURCES;
+    }
+    if (dup == 2)
+        cs_log(n->log, CS_LOG_WARN, "%s from %s replaced the stored instance (different bytes)",
+               in->sop_uid, in->calling_aet);
+    cs_log(n->log, CS_LOG_VERBOSE, "stored %s (%s, %lld bytes) from %s", rel, in->transfer_syntax,
+           (long long)in->size, in->calling_aet);
+    return CS_DICOMNET_SUCCESS;
+}
+
+/* --------------------------------------------------------------- find */
+
+enum { K_UID, K_STR, K_PN, K_DATE, K_TIME, K_INT, K_MODS, K_NONE };
+
+typedef struct colmap {
+    uint32_t tag;
+    const char *expr;
+    int kind;
+    int level; /* 0 study, 1 series, 2 image */
+} colmap;
+
+static const colmap cols[] = {
+    {0x0020000D, "st.study_uid", K_UID, 0},
+    {0x00100020, "st.patient_id", K_STR, 0},
+    {0x00100010, "st.patient_name", K_PN, 0},
+    {0x00100030, "st.patient_birth_date", K_DATE, 0},
+    {0x00100040, "st.patient_sex", K_STR, 0},
+    {0x00080020, "st.study_date", K_DATE, 0},
+    {0x00080030, "st.study_time", K_TIME, 0},
+    {0x00080050, "st.accession", K_STR, 0},
+    {0x00200010, "st.study_id", K_STR, 0},
+    {0x00081030, "st.study_desc", K_STR, 0},
+    {0x00080090, "st.referring", K_PN, 0},
+    {0x00080061,
+     "(SELECT replace(group_concat(DISTINCT x.modality), ',', '\\') FROM dicom_series x"
+     " WHERE x.study_uid = st.study_uid)",
+     K_MODS, 0},
+    {0x00201206, "(SELECT count(*) FROM dicom_series x WHERE x.study_uid = st.study_uid)", K_NONE,
+     0},
+    {0x00201208, "(SELECT count(*) FROM dicom_instances x WHERE x.study_uid = st.study_uid)",
+     K_NONE, 0},
+    {0x0020000E, "se.series_uid", K_UID, 1},
+    {0x00080060, "se.modality", K_STR, 1},
+    {0x00200011, "se.series_number", K_INT, 1},
+    {0x0008103E, "se.series_desc", K_STR, 1},
+    {0x00180015, "se.body_part", K_STR, 1},
+    {0x00201209, "(SELECT count(*) FROM dicom_instances x WHERE x.series_uid = se.series_uid)",
+     K_NONE, 1},
+    {0x00080018, "i.sop_uid", K_UID, 2},
+    {0x00080016, "i.sop_class", K_UID, 2},
+    {0x00200013, "i.instance_number", K_INT, 2},
+    {0x00280010, "i.rows", K_INT, 2},
+    {0x00280011, "i.cols", K_INT, 2},
+    {0x00280008, "i.frames", K_INT, 2},
+};
+#define NCOLS    ((int)(sizeof(cols) / sizeof(cols[0])))
+#define MAX_ARGS 64
+
+typedef struct sqlbuf {
+    char s[8192];
+    size_t len;
+    int overflow;
+    char *args[MAX_ARGS];
+    int nargs;
+} sqlbuf;
+
+static void add(sqlbuf *b, const char *fmt, ...) CS_PRINTF(2, 3);
+static void add(sqlbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(b->s + b->len, sizeof(b->s) - b->len, fmt, ap);
+    va_end(ap);
+    if (k < 0 || (size_t)k >= sizeof(b->s) - b->len)
+        b->overflow = 1;
+    else
+        b->len += (size_t)k;
+}
+
+/* Push a bound argument (copied); returns its $n or 0 when full. */
+static int arg(sqlbuf *b, const char *v, size_t len)
+{
+    if (b->nargs == MAX_ARGS) {
+        b->overflow = 1;
+        return 0;
+    }
+    char *c = malloc(len + 1);
+    if (!c) {
+        b->overflow = 1;
+        return 0;
+    }
+    memcpy(c, v, len);
+    c[len] = '\0';
+    b->args[b->nargs++] = c;
+    return b->nargs;
+}
+
+/* DICOM wildcards (* ?) to a LIKE pattern with \ as the escape. */
+static int like_arg(sqlbuf *b, const char *v)
+{
+    size_t n = strlen(v);
+    char *p = malloc(2 * n + 1);
+    if (!p) {
+        b->overflow = 1;
+        return 0;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] == '*')
+            p[k++] = '%';
+        else if (v[i] == '?')
+            p[k++] = '_';
+        else {
+            if (v[i] == '%' || v[i] == '_' || v[i] == '\\')
+                p[k++] = '\\';
+            p[k++] = v[i];
+        }
+    }
+    int r = arg(b, p, k);
+    free(p);
+    return r;
+}
+
+static void where_key(sqlbuf *b, const colmap *c, const char *v)
+{
+    if (!v[0] || !strcmp(v, "*") || c->kind == K_NONE)
+        return; /* universal */
+    if (c->kind == K_UID || c->kind == K_MODS) {
+        /* UID list matching (values separated by backslashes) */
+        const char *col = c->kind == K_MODS ? "x.modality" : c->expr;
+        if (c->kind == K_MODS)
+            add(b,
+                " AND EXISTS (SELECT 1 FROM dicom_series x WHERE x.study_uid = st.study_uid"
+                " AND %s IN (",
+                col);
+        else
+            add(b, " AND %s IN (", col);
+        const char *p = v;
+        for (int first = 1;; first = 0) {
+            const char *e = strchr(p, '\\');
+            size_t len = e ? (size_t)(e - p) : strlen(p);
+            add(b, "%s$%d", first ? "" : ",", arg(b, p, len));
+            if (!e)
+                break;
+            p = e + 1;
+        }
+        add(b, c->kind == K_MODS ? "))" : ")");
+        return;
+    }
+    if ((c->kind == K_DATE || c->kind == K_TIME) && strchr(v, '-')) {
+        const char *dash = strchr(v, '-');
+        size_t lo = (size_t)(dash - v), hi = strlen(dash + 1);
+        if (lo)
+            add(b, " AND %s >= $%d", c->expr, arg(b, v, lo));
+        if (hi)
+            add(b, " AND substr(%s, 1, %zu) <= $%d", c->expr, hi, arg(b, dash + 1, hi));
+        return;
+    }
+    if (c->kind == K_INT) {
+        add(b, " AND %s = CAST($%d AS INTEGER)", c->expr, arg(b, v, strlen(v)));
+        return;
+    }
+    if (strpbrk(v, "*?") || c->kind == K_PN)
+        add(b, " AND %s LIKE $%d ESCAPE '\\'", c->expr, like_arg(b, v));
+    else
+        add(b, " AND %s = $%d", c->expr, arg(b, v, strlen(v)));
+}
+
+static int on_find(const char *level, const cs_dicomnet_attr *keys, int nkeys,
+                   cs_dicomnet_emit_fn emit, void *ctx, const char *calling, void *userdata)
+{
+    worker *w = userdata;
+    int64_t t0 = cs_clock_ns();
+    int lv = !strcmp(level, "STUDY")    ? 0
+             : !strcmp(level, "SERIES") ? 1
+             : !strcmp(level, "IMAGE")  ? 2
+                                        : -1;
+    if (lv < 0) {
+        cs_log(w->n->log, CS_LOG_WARN, "C-FIND from %s at level %s: not supported", calling, level);
+        return CS_DICOMNET_FIND_UNABLE;
+    }
+    if (!w->db)
+        return CS_DICOMNET_FIND_UNABLE;
+    sqlbuf *b = calloc(1, sizeof(*b));
+    if (!b)
+        return CS_DICOMNET_FIND_UNABLE;
+    int sel[NCOLS], nsel = 0;
+    add(b, "SELECT ");
+    for (int i = 0; i < NCOLS; i++) {
+        if (cols[i].level > lv)
+            continue;
+        int asked = cols[i].kind != K_NONE && cols[i].kind != K_MODS;
+        for (int k = 0; !asked && k < nkeys; k++)
+            asked = keys[k].tag == cols[i].tag;
+        if (!asked)
+            continue;
+        add(b, "%s%s", nsel ? ", " : "", cols[i].expr);
+        sel[nsel++] = i;
+    }
+    add(b, lv == 0   ? " FROM dicom_studies st WHERE 1"
+           : lv == 1 ? " FROM dicom_series se JOIN dicom_studies st ON st.study_uid = se.study_uid"
+                       " WHERE 1"
+                     : " FROM dicom_instances i JOIN dicom_series se ON se.series_uid ="
+                       " i.series_uid JOIN dicom_studies st ON st.study_uid = i.study_uid WHERE 1");
+    for (int k = 0; k < nkeys; k++)
+        for (int i = 0; i < NCOLS; i++)
+            if (cols[i].tag == keys[k].tag && cols[i].level <= lv)
+                where_key(b, &cols[i], keys[k].value);
+    add(b, lv == 0   ? " ORDER BY st.study_date, st.study_time, st.study_uid"
+           : lv == 1 ? " ORDER BY se.series_number, se.series_uid"
+                     : " ORDER BY i.instance_number, i.sop_uid");
+    int status = CS_DICOMNET_SUCCESS, count = 0;
+    cs_db_stmt *st = NULL;
+    if (b->overflow || cs_db_prepare(w->db, &st, b->s) < 0) {
+        cs_log(w->n->log, CS_LOG_ERROR, "C-FIND from %s: %s", calling,
+               b->overflow ? "query too large" : cs_error_last());
+        status = CS_DICOMNET_FIND_UNABLE;
+    } else {
+        for (int i = 0; i < b->nargs; i++)
+            cs_db_bind_text(st, i + 1, b->args[i]);
+        cs_dicomnet_attr attrs[NCOLS];
+        int r;
+        while ((r = cs_db_step(st)) == CS_DB_ROW) {
+            for (int i = 0; i < nsel; i++) {
+                const char *v = cs_db_column_text(st, i);
+                attrs[i].tag = cols[sel[i]].tag;
+                attrs[i].value = v ? v : "";
+            }
+            count++;
+            if (emit(ctx, attrs, nsel))
+                break;
+        }
+        if (r < 0)
+            status = CS_DICOMNET_FIND_UNABLE;
+        cs_db_finalize(st);
+    }
+    char obj[200];
+    snprintf(obj, sizeof(obj), "%s level, %d match(es)", level, count);
+    cs_db_audit a = {"110112", "C-FIND query", status == 0 ? 0 : 4, calling, w->host, obj};
+    cs_db_audit_append(w->db, &a, NULL);
+    cs_log(w->n->log, CS_LOG_VERBOSE, "C-FIND %s from %s: %d match(es) in %.2f ms", level, calling,
+           count, (cs_clock_ns() - t0) / 1e6);
+    for (int i = 0; i < b->nargs; i++)
+        free(b->args[i]);
+    free(b);
+    return status;
+}
+
+/* -------------------------------------------------------- associations */
+
+static void assoc_main(void *userdata)
+{
+    slot *s = userdata;
+    cs_dimse *n = s->n;
+    worker w = {n, NULL, cs_dicomnet_assoc_peer_host(s->a)};
+    if (cs_db_open(&w.db, n->db_path) < 0)
+        cs_log(n->log, CS_LOG_ERROR, "database %s: %s", n->db_path, cs_error_last());
+    cs_dicomnet_handlers h = {sizeof(h), n->tmp, on_store, on_find, &w};
+    int r = cs_dicomnet_serve(s->a, &h);
+    if (r < 0)
+        cs_log(n->log, CS_LOG_WARN, "association with %s (%s) ended: %s",
+               cs_dicomnet_assoc_calling_aet(s->a), w.host, cs_error_last());
+    else
+        cs_log(n->log, CS_LOG_VERBOSE, "association with %s released",
+               cs_dicomnet_assoc_calling_aet(s->a));
+    cs_dicomnet_assoc_free(s->a);
+    s->a = NULL;
+    cs_db_close(w.db);
+    atomic_store(&s->done, 1);
+}
+
+static void reap(cs_dimse *n, int all)
+{
+    for (int i = 0; i < n->max_assoc; i++) {
+        slot *s = &n->slots[i];
+        if (s->t && (all || atomic_load(&s->done))) {
+            cs_thread_join(s->t);
+            s->t = NULL;
+        }
+    }
+}
+
+static void accept_main(void *userdata)
+{
+    cs_dimse *n = userdata;
+    while (!atomic_load(&n->stop)) {
+        cs_dicomnet_assoc *a;
+        int r = cs_dicomnet_accept(n->l, &a, 200);
+        reap(n, 0);
+        if (r == CS_ETIMEDOUT)
+            continue;
+        if (r < 0) {
+            cs_log(n->log, CS_LOG_WARN, "%s", cs_error_last());
+            continue;
+        }
+        if (cs_error_last()[0])
+            cs_log(n->log, CS_LOG_WARN, "%s", cs_error_last());
+        slot *s = NULL;
+        for (int i = 0; i < n->max_assoc && !s; i++)
+            if (!n->slots[i].t)
+                s = &n->slots[i];
+        if (!s) {
+            cs_log(n->log, CS_LOG_WARN, "association from %s dropped: %d already open",
+                   cs_dicomnet_assoc_calling_aet(a), n->max_assoc);
+            cs_dicomnet_assoc_free(a);
+            continue;
+        }
+        s->a = a;
+        atomic_store(&s->done, 0);
+        if (cs_thread_start(&s->t, "dimse-assoc", assoc_main, s) < 0) {
+            s->t = NULL;
+            cs_log(n->log, CS_LOG_ERROR, "no thread for an association: %s", cs_error_last());
+            cs_dicomnet_assoc_free(a);
+        }
+    }
+}
+
+/* ----------------------------------------------------------- forwarder */
+
+typedef struct fwd_item {
+    int64_t id;
+    char sop_uid[65], ts[65], sop_class[65];
+    char path[320];
+} fwd_item;
+
+static void fwd_backoff(cs_db *db, const char *peer, int64_t id, const char *why)
+{
+    cs_db_stmt *st;
+    const char *sql =
+        id ? "UPDATE forward_queue SET attempts = attempts + 1, last_error = $2,"
+             " next_at = $3 + min(60, 1 << min(attempts, 6)) WHERE id = $1"
+           : "UPDATE forward_queue SET attempts = attempts + 1, last_error = $2,"
+             " next_at = $3 + min(60, 1 << min(attempts, 6)) WHERE peer = $4 AND next_at <= $3";
+    if (cs_db_prepare(db, &st, sql) < 0)
+        return;
+    cs_db_bind_int(st, 1, id);
+    cs_db_bind_text(st, 2, why);
+    cs_db_bind_real(st, 3, now_s());
+    cs_db_bind_text(st, 4, peer);
+    cs_db_step(st);
+    cs_db_finalize(st);
+}
+
+static void fwd_done(cs_dimse *n, cs_db *db, const fwd_item *it, const char *peer, int outcome,
+                     const char *what)
+{
+    cs_db_begin(db);
+    cs_db_stmt *st;
+    if (cs_db_prepare(db, &st, "DELETE FROM forward_queue WHERE id = $1") == 0) {
+        cs_db_bind_int(st, 1, it->id);
+        cs_db_step(st);
+        cs_db_finalize(st);
+    }
+    char obj[400];
+    snprintf(obj, sizeof(obj), "%s to %s", it->sop_uid, peer);
+    cs_db_audit a = {"110104", what, outcome, n->aet, peer, obj};
+    cs_db_audit_append(db, &a, NULL);
+    cs_db_commit(db);
+}
+
+/* Up to @p cap due items for @p peer, oldest first. */
+static int fwd_load(cs_db *db, const char *peer, fwd_item *items, int cap)
+{
+    cs_db_stmt *st;
+    if (cs_db_prepare(db, &st,
+                      "SELECT q.id, q.sop_uid, coalesce(nullif(q.transfer_syntax, ''),"
+                      " i.transfer_syntax), i.sop_class, i.path FROM forward_queue q JOIN"
+                      " dicom_instances i ON i.sop_uid = q.sop_uid WHERE q.peer = $1 AND"
+                      " q.next_at <= $2 ORDER BY q.id LIMIT $3") < 0)
+        return 0;
+    cs_db_bind_text(st, 1, peer);
+    cs_db_bind_real(st, 2, now_s());
+    cs_db_bind_int(st, 3, cap);
+    int k = 0;
+    while (k < cap && cs_db_step(st) == CS_DB_ROW) {
+        fwd_item *it = &items[k++];
+        it->id = cs_db_column_int(st, 0);
+        snprintf(it->sop_uid, sizeof(it->sop_uid), "%s", cs_db_column_text(st, 1));
+        snprintf(it->ts, sizeof(it->ts), "%s", cs_db_column_text(st, 2));
+        snprintf(it->sop_class, sizeof(it->sop_class), "%s", cs_db_column_text(st, 3));
+        snprintf(it->path, sizeof(it->path), "%s", cs_db_column_text(st, 4));
+    }
+    cs_db_finalize(st);
+    return k;
+}
+
+/* Queue rows whose instance is gone from the index can never be sent. */
+static void fwd_prune(cs_db *db)
+{
+    cs_db_exec(db, "DELETE FROM forward_queue WHERE sop_uid NOT IN"
+                   " (SELECT sop_uid FROM dicom_instances)");
+}
+
+#define FWD_BATCH 64
+
+static void fwd_peer(cs_dimse *n, cs_db *db, const char *peer_text)
+{
+    cs_dicomnet_peer peer;
+    if (cs_dicomnet_peer_parse(&peer, peer_text) < 0) {
+        fwd_backoff(db, peer_text, 0, cs_error_last());
+        return;
+    }
+    fwd_item *items = calloc(FWD_BATCH, sizeof(*items));
+    if (!items)
+        return;
+    int k = fwd_load(db, peer_text, items, FWD_BATCH);
+    /* Propose the SOP classes and syntaxes of what is due. */
+    const char *classes[FWD_BATCH], *syntaxes[8];
+    int nc = 0, nt = 0;
+    for (int i = 0; i < k; i++) {
+        int seen = 0;
+        for (int j = 0; j < nc && !seen; j++)
+            seen = !strcmp(classes[j], items[i].sop_class);
+        if (!seen && nc < 40)
+            classes[nc++] = items[i].sop_class;
+        seen = 0;
+        for (int j = 0; j < nt && !seen; j++)
+            seen = !strcmp(syntaxes[j], items[i].ts);
+        if (!seen && nt < 2)
+            syntaxes[nt++] = items[i].ts;
+    }
+    cs_dicomnet_connect_opts co = CS_DICOMNET_CONNECT_OPTS_INIT;
+    co.calling_aet = n->aet;
+    co.timeout_s = n->timeout;
+    co.sop_classes = classes;
+    co.nsop_classes = nc;
+    co.transfer_syntaxes = syntaxes;
+    co.ntransfer_syntaxes = nt;
+    co.verification = 0;
+    cs_dicomnet_assoc *a = NULL;
+    if (k == 0 || cs_dicomnet_connect(&a, &peer, &co) < 0) {
+        if (k) {
+            cs_log(n->log, CS_LOG_WARN, "forward to %s: %s (will retry)", peer_text,
+                   cs_error_last());
+            fwd_backoff(db, peer_text, 0, cs_error_last());
+        }
+        free(items);
+        return;
+    }
+    /* The class names point into items[]: keep a private copy of the
+     * proposed set while items[] is reloaded. */
+    char proposed[40][65];
+    for (int j = 0; j < nc; j++)
+        snprintf(proposed[j], sizeof(proposed[j]), "%s", classes[j]);
+    int sent = 0, broken = 0;
+    int64_t idle_since = 0;
+    while (!atomic_load(&n->stop) && !broken) {
+        int any = 0;
+        for (int i = 0; i < k && !broken && !atomic_load(&n->stop); i++) {
+            fwd_item *it = &items[i];
+            int ok = 0;
+            for (int j = 0; j < nc && !ok; j++)
+                ok = !strcmp(proposed[j], it->sop_class);
+            if (!ok)
+                continue; /* another association will propose it */
+            any = 1;
+            char path[PATH_CAP], sent_ts[65] = "";
+            snprintf(path, sizeof(path), "%s/%s", n->store, it->path);
+            int status = 0;
+            int r = cs_dicomnet_store_file(a, path, it->ts[0] ? it->ts : NULL, &status, sent_ts);
+            if (r == CS_EIO) {
+                cs_log(n->log, CS_LOG_WARN, "forward to %s broke: %s (will retry)", peer_text,
+                       cs_error_last());
+                fwd_backoff(db, peer_text, it->id, cs_error_last());
+                broken = 1;
+            } else if (r < 0) {
+                cs_log(n->log, CS_LOG_ERROR, "forward %s to %s: %s (dropped)", it->sop_uid,
+                       peer_text, cs_error_last());
+                fwd_done(n, db, it, peer_text, 8, "DICOM instance not forwarded");
+            } else if (status == 0 || (status & 0xf000) == 0xb000) {
+                fwd_done(n, db, it, peer_text, 0, "DICOM instance forwarded");
+                sent++;
+                cs_log(n->log, CS_LOG_VERBOSE, "forwarded %s to %s as %s", it->sop_uid, peer_text,
+                       sent_ts);
+            } else {
+                cs_log(n->log, CS_LOG_WARN, "forward %s to %s refused (0x%04x): %s", it->sop_uid,
+                       peer_text, status, cs_error_last());
+                fwd_backoff(db, peer_text, it->id, cs_error_last());
+            }
+        }
+        if (broken)
+            break;
+        k = fwd_load(db, peer_text, items, FWD_BATCH);
+        int usable = 0;
+        for (int i = 0; i < k && !usable; i++)
+            for (int j = 0; j < nc && !usable; j++)
+                usable = !strcmp(proposed[j], items[i].sop_class);
+        if (k > 0 && !usable)
+            break; /* only classes this association lacks: a new one */
+        if (k == 0 || !any) {
+            /* Keep the association a little while for what arrives next. */
+            if (!idle_since)
+                idle_since = cs_clock_ns();
+            if (cs_clock_ns() - idle_since > 2000000000LL)
+                break;
+            pthread_mutex_lock(&n->mu);
+            if (!n->kick && !atomic_load(&n->stop)) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_nsec += 200000000L;
+                if (ts.tv_nsec >= 1000000000L) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000L;
+                }
+                pthread_cond_timedwait(&n->cv, &n->mu, &ts);
+            }
+            n->kick = 0;
+            pthread_mutex_unlock(&n->mu);
+            if (k == 0)
+                k = fwd_load(db, peer_text, items, FWD_BATCH);
+        } else {
+            idle_since = 0;
+        }
+    }
+    cs_dicomnet_assoc_free(a);
+    if (sent)
+        cs_log(n->log, CS_LOG_INFO, "forwarded %d instance(s) to %s", sent, peer_text);
+    free(items);
+}
+
+static void fwd_main(void *userdata)
+{
+    cs_dimse *n = userdata;
+    cs_db *db;
+    if (cs_db_open(&db, n->db_path) < 0) {
+        cs_log(n->log, CS_LOG_ERROR, "forwarder: %s", cs_error_last());
+        return;
+    }
+    fwd_prune(db);
+    while (!atomic_load(&n->stop)) {
+        char peer[300] = "";
+        double next = 0;
+        cs_db_stmt *st;
+        if (cs_db_prepare(db, &st,
+                          "SELECT peer, next_at FROM forward_queue ORDER BY next_at, id LIMIT 1") ==
+            0) {
+            if (cs_db_step(st) == CS_DB_ROW) {
+                snprintf(peer, sizeof(peer), "%s", cs_db_column_text(st, 0));
+                next = (double)cs_db_column_int(st, 1);
+            }
+            cs_db_finalize(st);
+        }
+        double wait = 1.0;
+        if (peer[0]) {
+            double d = next - now_s();
+            if (d <= 0) {
+                fwd_peer(n, db, peer);
+                continue;
+            }
+            wait = d < 1.0 ? d : 1.0;
+        }
+        pthread_mutex_lock(&n->mu);
+        if (!n->kick && !atomic_load(&n->stop)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            long ns = ts.tv_nsec + (long)(wait * 1e9);
+            ts.tv_sec += ns / 1000000000L;
+            ts.tv_nsec = ns % 1000000000L;
+            pthread_cond_timedwait(&n->cv, &n->mu, &ts);
+        }
+        n->kick = 0;
+        pthread_mutex_unlock(&n->mu);
+    }
+    cs_db_close(db);
+}
+
+/* ------------------------------------------------------------- public */
+
+static void clean_tmp(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char p[PATH_CAP];
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.' || (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))) {
+            snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+            unlink(p);
+        }
+    closedir(d);
+}
+
+int cs_dimse_new(cs_dimse **out, const cs_dimse_opts *o)
+{
+    *out = NULL;
+    cs_dimse *n = calloc(1, sizeof(*n));
+    if (!n)
+        return cs_error_set(CS_ENOMEM, "out of memory");
+    n->timeout = o->timeout_s > 0 ? o->timeout_s : 30;
+    n->max_assoc = o->max_associations > 0 ? o->max_associations : 16;
+    pthread_mutex_init(&n->mu, NULL);
+    pthread_cond_init(&n->cv, NULL);
+    int r = cs_log_new(&n->log, "dimse");
+    if (r == 0)
+        r = load_config(n, o);
+    if (r == 0 && !o->db_path)
+        r = cs_error_set(CS_EINVAL, "the DICOM node needs a database path");
+    if (r == 0) {
+        snprintf(n->db_path, sizeof(n->db_path), "%s", o->db_path);
+        snprintf(n->tmp, sizeof(n->tmp), "%s/.tmp", n->store);
+        int c;
+        r = mkdir_one(n->store, &c);
+        if (r == 0)
+            r = mkdir_one(n->tmp, &c);
+        if (r == 0)
+            clean_tmp(n->tmp); /* partial receptions of a previous run */
+    }
+    if (r == 0) {
+        cs_db *db;
+        r = cs_db_open(&db, n->db_path); /* migrates once, before the threads */
+        cs_db_close(r == 0 ? db : NULL);
+    }
+    if (r == 0) {
+        n->slots = calloc((size_t)n->max_assoc, sizeof(slot));
+        if (!n->slots)
+            r = cs_error_set(CS_ENOMEM, "out of memory");
+        for (int i = 0; r == 0 && i < n->max_assoc; i++)
+            n->slots[i].n = n;
+    }
+    if (r == 0) {
+        cs_dicomnet_listen_opts lo = CS_DICOMNET_LISTEN_OPTS_INIT;
+        lo.port = n->port;
+        lo.aet = n->aet;
+        lo.timeout_s = n->timeout;
+        r = cs_dicomnet_listen(&n->l, &lo);
+        if (r == 0)
+            n->port = cs_dicomnet_listener_port(n->l);
+    }
+    if (r < 0) {
+        cs_dimse_free(n);
+        return r;
+    }
+    *out = n;
+    return 0;
+}
+
+int cs_dimse_start(cs_dimse *n)
+{
+    int r = cs_thread_start(&n->accept_thr, "dimse-accept", accept_main, n);
+    if (r == 0)
+        r = cs_thread_start(&n->fwd_thr, "dimse-fwd", fwd_main, n);
+    if (r == 0)
+        cs_log(n->log, CS_LOG_INFO, "DICOM node %s on port %d, store %s, %d route(s)", n->aet,
+               n->port, n->store, n->nroutes);
+    return r;
+}
+
+int cs_dimse_port(const cs_dimse *n)
+{
+    return n->port;
+}
+
+const char *cs_dimse_aet(const cs_dimse *n)
+{
+    return n->aet;
+}
+
+const char *cs_dimse_store(const cs_dimse *n)
+{
+    return n->store;
+}
+
+void cs_dimse_free(cs_dimse *n)
+{
+    if (!n)
+        return;
+    atomic_store(&n->stop, 1);
+    pthread_mutex_lock(&n->mu);
+    pthread_cond_broadcast(&n->cv);
+    pthread_mutex_unlock(&n->mu);
+    cs_thread_join(n->accept_thr);
+    cs_thread_join(n->fwd_thr);
+    if (n->slots)
+        reap(n, 1);
+    cs_dicomnet_listener_free(n->l);
+    free(n->slots);
+    free(n->routes);
+    cs_log_free(n->log);
+    pthread_cond_destroy(&n->cv);
+    pthread_mutex_destroy(&n->mu);
+    free(n);
+}

@@ -1,0 +1,70 @@
+/* The DICOM node: C-ECHO/C-STORE/C-FIND SCP over the study store, and the
+ * auto-forwarder that sends what arrives to a consulting site's node.
+ *
+ * Threads: one accept loop ("dimse-accept"), one thread per association
+ * (up to opts.max_associations, "dimse-assoc"), one forwarder
+ * ("dimse-fwd"). Each opens its own database handle on the shared file.
+ *
+ * The store: <store>/<study_uid>/<series_uid>/<sop_uid>.dcm, received into
+ * <store>/.tmp under a temporary name, fdatasync'd, renamed into place, the
+ * directory fsync'd, then indexed (dicom_studies/series/instances, the
+ * forward queue and the ATNA record 110104) in one transaction, and only
+ * then acknowledged. A dataset that does not arrive whole or does not parse
+ * is never renamed or indexed. A duplicate SOP instance with identical bytes
+ * (same SHA-256) is acknowledged and not stored again; a different one
+ * replaces the stored file and its index row (the sender corrected it).
+ *
+ * Config file (JSON, every key optional; command-line options win):
+ *   {"aet": "CONSILIUM", "dicom_port": 11112, "store": "/path",
+ *    "peers": {"NAME": "AET@HOST:PORT"},
+ *    "routes": [{"from_aet": "*", "to": "NAME", "transfer_syntax": "jpeg-ls-lossless"}]}
+ * A route forwards every instance received from a matching calling AE title
+ * (never back to the AE that sent it) to the peer, transcoded to the syntax
+ * (DCMTK's codecs for now; "keep" sends as stored). Undelivered instances
+ * stay queued in the database and are retried with back-off (1 s doubling
+ * up to 60 s) while the peer is down, across restarts. */
+#ifndef CS_DIMSE_H
+#define CS_DIMSE_H
+
+#include <stddef.h>
+
+#include "cs/common.h"
+
+typedef struct cs_dimse cs_dimse;
+
+typedef struct cs_dimse_opts {
+    size_t size;
+    const char *aet;         /**< our AE title (default: config, else "CONSILIUM") */
+    int port;                /**< DICOM port (default: config, else 11112; 0: any free) */
+    const char *store;       /**< the study store folder (default: config) */
+    const char *db_path;     /**< the database (shared with the HTTP server) */
+    const char *config_path; /**< JSON config above; NULL: none */
+    int max_associations;    /**< concurrent associations (default 16) */
+    int timeout_s;           /**< DIMSE timeout (default 30) */
+} cs_dimse_opts;
+#define CS_DIMSE_OPTS_INIT                                                                         \
+    {                                                                                              \
+        sizeof(cs_dimse_opts), NULL, -1, NULL, NULL, NULL, 16, 30                                  \
+    }
+
+/** Read the config, open the database (migrating it), make the store and
+ *  bind the port. @return 0, CS_EINVAL (bad config, named), CS_EIO. */
+CS_API int cs_dimse_new(cs_dimse **out, const cs_dimse_opts *opts);
+/** Start the accept loop and the forwarder. */
+CS_API int cs_dimse_start(cs_dimse *n);
+/** The bound port, our AE title, the store folder (borrowed). */
+CS_API int cs_dimse_port(const cs_dimse *n);
+CS_API const char *cs_dimse_aet(const cs_dimse *n);
+CS_API const char *cs_dimse_store(const cs_dimse *n);
+/** Stop accepting, wait for the associations and the forwarder, free.
+ *  NULL is a no-op. */
+CS_API void cs_dimse_free(cs_dimse *n);
+
+/** The transfer syntax UID for a short name ("explicit", "implicit",
+ *  "deflate", "rle", "jpeg-baseline", "jpeg-extended", "jpeg-lossless",
+ *  "jpeg-ls", "jpeg-ls-lossless", "jpeg-ls-near", "j2k", "j2k-lossless",
+ *  "htj2k", "htj2k-lossless") or a UID given as is; NULL when unknown.
+ *  "keep" gives "". Thread-safe. */
+CS_API const char *cs_dimse_ts_from_name(const char *name);
+
+#endif
