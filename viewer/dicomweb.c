@@ -152,7 +152,15 @@ int vw_dw_check(const vw_dw_resp *r, int cc, const char *what, const char *url)
     return 0;
 }
 
-int vw_dw_get_json(vw_dw *c, const char *path, const char *what, json_t **out)
+static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    return atomic_load((const atomic_int *)userdata) != 0;
+}
+
+int vw_dw_get_json(vw_dw *c, const char *path, const char *what, const atomic_int *cancel,
+                   json_t **out)
 {
     *out = NULL;
     char url[2400];
@@ -163,7 +171,18 @@ int vw_dw_get_json(vw_dw *c, const char *path, const char *what, json_t **out)
     vw_dw_resp r;
     struct curl_slist *h;
     vw_dw_setup(c, e, url, "application/dicom+json, application/json", &r, &h);
+    if (cancel) {
+        curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(e, CURLOPT_XFERINFODATA, (void *)cancel);
+        curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+    }
     int cc = (int)curl_easy_perform(e);
+    if (cc == CURLE_ABORTED_BY_CALLBACK) {
+        curl_easy_cleanup(e);
+        curl_slist_free_all(h);
+        vw_dw_resp_free(&r);
+        return cs_error_set(CS_ECLOSED, "%s: cancelled", what);
+    }
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r.status);
     curl_easy_cleanup(e);
     curl_slist_free_all(h);

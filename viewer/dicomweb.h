@@ -46,8 +46,10 @@ int vw_dw_setup(vw_dw *c, CURL *easy, const char *url, const char *accept, vw_dw
  *  named after @p what and @p url. Sets the message. */
 int vw_dw_check(const vw_dw_resp *r, int cc, const char *what, const char *url);
 /** Blocking GET of base + @p path, parsed as a JSON array (dicom+json).
- *  @p what names it in messages ("the study list"). */
-int vw_dw_get_json(vw_dw *c, const char *path, const char *what, json_t **out);
+ *  @p what names it in messages ("the study list"). @p cancel (may be
+ *  NULL): the transfer is abandoned (CS_ECLOSED) once it turns non-zero. */
+int vw_dw_get_json(vw_dw *c, const char *path, const char *what, const atomic_int *cancel,
+                   json_t **out);
 
 /** The body of the first part of a multipart/related answer whose
  *  Content-Type is @p ctype (boundary parameter, quoted or not).

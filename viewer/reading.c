@@ -49,7 +49,7 @@ static void parse_study(vw_rstudy *st, const json_t *o)
 static int load_studies(vw_reading *r)
 {
     json_t *j;
-    int rc = vw_dw_get_json(&r->dw, "/studies", "the study list", &j);
+    int rc = vw_dw_get_json(&r->dw, "/studies", "the study list", NULL, &j);
     if (rc < 0)
         return rc;
     size_t n = json_array_size(j);
@@ -99,7 +99,7 @@ int vw_reading_open_study(vw_reading *r, const char *uid, const char *series)
     memset(&r->study, 0, sizeof(r->study));
     snprintf(r->study.uid, sizeof(r->study.uid), "%s", uid);
     int found = 0;
-    if (vw_dw_get_json(&r->dw, path, "the study", &j) == 0) {
+    if (vw_dw_get_json(&r->dw, path, "the study", NULL, &j) == 0) {
         for (size_t i = 0; i < json_array_size(j); i++) {
             const json_t *o = json_array_get(j, i);
             const char *u = vw_dj_str(o, "0020000D");
@@ -112,7 +112,7 @@ int vw_reading_open_study(vw_reading *r, const char *uid, const char *series)
     snprintf(path, sizeof(path), "/studies/%s/series", uid);
     char what[120];
     snprintf(what, sizeof(what), "the study %s", uid); /* 404: "... not found" */
-    int rc = vw_dw_get_json(&r->dw, path, what, &j);
+    int rc = vw_dw_get_json(&r->dw, path, what, NULL, &j);
     if (rc < 0)
         return rc;
     size_t n = json_array_size(j);

@@ -426,10 +426,12 @@ static void load_meta(vw_rseries *s)
     char what[200];
     snprintf(what, sizeof(what), "the metadata of series %s", s->uid);
     json_t *j = NULL;
-    int rc = vw_dw_get_json(s->dw, path, what, &j);
+    int rc = vw_dw_get_json(s->dw, path, what, &s->stop, &j);
     if (rc == 0)
         rc = vw_rseries_parse(s, j);
     json_decref(j);
+    if (rc == CS_ECLOSED)
+        return; /* paused: loaded again on resume */
     if (rc < 0) {
         snprintf(s->err, sizeof(s->err), "%s", cs_error_last());
         atomic_store(&s->ready, -1);
@@ -543,8 +545,8 @@ void vw_rseries_pause(vw_rseries *s)
     if (!s || !s->th)
         return;
     atomic_store(&s->stop, 1);
-    /* the loader checks `stop` at least every 50 ms (its poll timeout); the
-     * metadata request is bounded by the client's timeout */
+    /* the loader checks `stop` at least every 50 ms (its poll timeout) and
+     * the metadata request aborts on it (curl's progress callback) */
     cs_thread_join(s->th);
     s->th = NULL;
 }
