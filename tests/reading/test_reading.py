@@ -55,7 +55,7 @@ TOKEN = "test-token"
 class Proxy:
     """Forwards GETs to the upstream server; counts them; can delay frames
     and replace answers (mode: None, 'truncate', 'short', 'garbage-json',
-    'frame-500')."""
+    'frame-500', 'octet')."""
 
     def __init__(self, upstream_port):
         self.upstream = upstream_port
@@ -96,6 +96,8 @@ class Proxy:
                             b"\x01\x02" * 100 + b"\r\n--" + b + b"--\r\n")
                 elif mode == "garbage-json" and self.path.endswith("/metadata"):
                     body, ctype = b'[{"00280010": {"vr": "US", "Value": [12', "application/dicom+json"
+                elif mode == "octet" and is_frame and status == 200:
+                    ctype = "application/octet-stream"
                 elif mode == "frame-500" and is_frame:
                     status, ctype = 500, "application/json"
                     body = b'{"message": "decoder exploded"}'
@@ -545,6 +547,7 @@ cine off
         ("short frame", "short", open_args(d), ["bytes, expected"]),
         ("garbage JSON", "garbage-json", open_args(d), ["not valid JSON"]),
         ("frame HTTP 500", "frame-500", open_args(d), ["HTTP 500", "decoder exploded"]),
+        ("not multipart", "octet", open_args(d), ["not multipart/related"]),
     ]
     for what, mode, args, words in bad:
         px.reset(mode=mode)
