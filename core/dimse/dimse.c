@@ -558,6 +558,7 @@ static void where_key(sqlbuf *b, const colmap *c, const char *v)
     if ((c->kind == K_DATE || c->kind == K_TIME) && strchr(v, '-')) {
         const char *dash = strchr(v, '-');
         size_t lo = (size_t)(dash - v), hi = strlen(dash + 1);
+        add(b, " AND coalesce(%s, '') <> ''", c->expr); /* an unknown date is in no range */
         if (lo)
             add(b, " AND %s >= $%d", c->expr, arg(b, v, lo));
         if (hi)
