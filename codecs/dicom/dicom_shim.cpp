@@ -806,7 +806,7 @@ int write_mem(cs_dicom *d, E_TransferSyntax xfer, std::vector<uint8_t> &out)
 
 // Re-read the handle from its own serialisation (after transcode): the
 // frame table then points into fresh, consistent element values.
-[[maybe_unused]] int reload(cs_dicom *d)
+int reload(cs_dicom *d)
 {
     std::vector<uint8_t> buf;
     int rc = write_mem(d, d->cur_xfer, buf);
@@ -1141,13 +1141,302 @@ int cs_dicom_to_json(cs_dicom *d, cs_buf **out)
 
 } // extern "C"
 
+namespace
+{
+
+// ---- transcode ----
+
+void set_lossy(DcmItem *ds, double ratio, const char *method)
+{
+    // PS3.3 C.7.6.1.1.5: once lossy, always "01"; ratio and method list
+    // every lossy step, oldest first.
+    std::string r0 = get_str(ds, DCM_LossyImageCompressionRatio);
+    std::string m0 = get_str(ds, DCM_LossyImageCompressionMethod);
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.4g", ratio);
+    ds->putAndInsertString(DCM_LossyImageCompression, "01");
+    ds->putAndInsertString(DCM_LossyImageCompressionRatio,
+                           (r0.empty() ? std::string(buf) : r0 + "\\" + buf).c_str());
+    ds->putAndInsertString(DCM_LossyImageCompressionMethod,
+                           (m0.empty() ? std::string(method) : m0 + "\\" + method).c_str());
+}
+
+int transcode(cs_dicom *d, const cs_dicom_transcode_opts *opts)
+{
+    const char *target = opts && opts->transfer_syntax ? opts->transfer_syntax : CS_DICOM_TS_JLS_LL;
+    int quality = opts ? opts->quality : 90;
+    const ts_entry *to = find_ts(target);
+    if (!to || to->xfer == EXS_Unknown)
+        return cs_error_set(CS_EINVAL, "transcode: unknown or unwritable transfer syntax \"%s\"",
+                            target);
+    bool to_jls = to->kind == TS_JLS, to_jpeg = to->xfer == EXS_JPEGProcess1;
+    bool to_native = to->kind == TS_NATIVE;
+    if (!to_jls && !to_jpeg && !to_native)
+        return cs_error_set(CS_EINVAL,
+                            "transcode: %s is not a supported target (native, JPEG-LS, JPEG "
+                            "baseline)",
+                            target);
+    if (strcmp(target, d->pix.info.transfer_syntax) == 0)
+        return 0;
+    cs_dicom_info in = d->pix.info;
+    DcmDataset *ds = d->ff->getDataset();
+    if (in.rows == 0) { // no pixels: only the encoding changes
+        if (!to_native)
+            return cs_error_set(CS_EINVAL, "transcode: no pixel data to compress");
+        d->cur_xfer = to->xfer;
+        return reload(d);
+    }
+    if (to_native && d->ts->kind == TS_NATIVE) {
+        d->cur_xfer = to->xfer; // DCMTK re-encodes byte order and deflate
+        return reload(d);
+    }
+    if (!to_native && in.bits_allocated == 1)
+        return cs_error_set(CS_EINVAL, "transcode: 1-bit data cannot be compressed to %s", target);
+    int near = to->xfer == EXS_JPEGLSLossy ? std::max(1, std::min(quality, 9)) : 0;
+    if (to_jpeg && (cs_dicom_out_bytes(&in) != 1 || in.bits_stored != 8))
+        return cs_error_set(CS_EINVAL, "transcode: JPEG baseline needs 8-bit data (have %d bits)",
+                            in.bits_stored);
+    const char *pi = d->pix.out_photometric;
+    if (to_jpeg && !(strncmp(pi, "MONOCHROME", 10) == 0 || strcmp(pi, "RGB") == 0))
+        return cs_error_set(CS_EINVAL, "transcode: JPEG baseline from %s not supported", pi);
+    size_t fs = cs_dicom_frame_size(&in);
+    std::vector<uint8_t> all(fs * (size_t)in.frames);
+    int rc = cs_dicom_frames_decode(d, 0, in.frames, all.data(), all.size(), 0);
+    if (rc)
+        return rc;
+    std::string new_pi = pi;
+    if (to_native) {
+        if (cs_dicom_out_bytes(&in) == 1 && in.bits_allocated != 1)
+            ds->putAndInsertUint8Array(DCM_PixelData, all.data(), (unsigned long)all.size());
+        else if (in.bits_allocated == 1) {
+            // repack bits (the decoded frames hold one 0/1 byte per pixel)
+            std::vector<uint8_t> bits((all.size() + 7) / 8);
+            for (size_t i = 0; i < all.size(); i++)
+                if (all[i])
+                    bits[i >> 3] |= (uint8_t)(1u << (i & 7));
+            ds->putAndInsertUint8Array(DCM_PixelData, bits.data(), (unsigned long)bits.size());
+        } else
+            ds->putAndInsertUint16Array(DCM_PixelData, reinterpret_cast<const Uint16 *>(all.data()),
+                                        (unsigned long)(all.size() / 2));
+    } else {
+        DcmPixelSequence *seq = new DcmPixelSequence(DcmTag(DCM_PixelData, EVR_OB));
+        DcmPixelItem *bot = new DcmPixelItem(DcmTag(DCM_Item, EVR_OB));
+        seq->insert(bot);
+        std::vector<Uint32> offsets;
+        Uint32 pos = 0;
+        size_t total = 0;
+        for (int f = 0; f < in.frames; f++) {
+            uint8_t *enc = nullptr;
+            size_t len = 0;
+            const void *frame = all.data() + fs * (size_t)f;
+            rc = to_jls ? cs_dicom_jls_encode(&in, frame, near, &enc, &len)
+                        : cs_dicom_jpeg8_encode(&in, frame, quality, &enc, &len);
+            if (rc) {
+                delete seq;
+                return rc;
+            }
+            std::unique_ptr<uint8_t, void (*)(void *)> guard(enc, free);
+            std::vector<uint8_t> even(enc, enc + len);
+            if (even.size() & 1)
+                even.push_back(0);
+            DcmPixelItem *it = new DcmPixelItem(DcmTag(DCM_Item, EVR_OB));
+            it->putUint8Array(even.data(), (unsigned long)even.size());
+            seq->insert(it);
+            offsets.push_back(pos);
+            pos += 8 + (Uint32)even.size();
+            total += even.size();
+        }
+        if (in.frames > 1)
+            bot->putUint8Array(reinterpret_cast<const Uint8 *>(offsets.data()),
+                               (unsigned long)(offsets.size() * 4));
+        DcmPixelData *pd = new DcmPixelData(DCM_PixelData);
+        pd->putOriginalRepresentation(to->xfer, nullptr, seq);
+        ds->insert(pd, OFTrue);
+        delete ds->remove(DcmTagKey(0x7FE0, 0x0001)); // old extended offset table
+        delete ds->remove(DcmTagKey(0x7FE0, 0x0002));
+        if (to_jpeg && in.samples == 3)
+            new_pi = "YBR_FULL_422"; // TurboJPEG codes RGB as YCbCr 4:2:2
+        double ratio = (double)all.size() / (double)(total ? total : 1);
+        if (to_jpeg)
+            set_lossy(ds, ratio, "ISO_10918_1");
+        else if (near > 0)
+            set_lossy(ds, ratio, "ISO_14495_1");
+    }
+    if (in.lossy && get_str(ds, DCM_LossyImageCompression).empty())
+        ds->putAndInsertString(DCM_LossyImageCompression, "01"); // lossy before: stays so
+    if (in.samples == 3)
+        ds->putAndInsertUint16(DCM_PlanarConfiguration, 0);
+    ds->putAndInsertString(DCM_PhotometricInterpretation, new_pi.c_str());
+    if (in.bits_allocated != 1 && !to_native) {
+        // values were sign-extended/masked: the high bit stays
+        ds->putAndInsertUint16(DCM_HighBit, (Uint16)(in.bits_stored - 1));
+    }
+    d->cur_xfer = to->xfer;
+    return reload(d);
+}
+
+// ---- de-identification ----
+
+std::string new_uid(const std::string &old)
+{
+    // 2.25.<128-bit hash of the old UID>: the same input gives the same UID.
+    uint64_t h1 = 0xcbf29ce484222325ULL, h2 = 0x84222325cbf29ce4ULL;
+    for (unsigned char c : old) {
+        h1 = (h1 ^ c) * 0x100000001b3ULL;
+        h2 = (h2 ^ c) * 0x100000001b3ULL;
+        h2 ^= h2 >> 29;
+    }
+    auto mix = [](uint64_t z) {
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        return z ^ (z >> 31);
+    };
+    unsigned __int128 v = ((unsigned __int128)mix(h1) << 64) | mix(h2 ^ h1);
+    if (v == 0)
+        v = 1;
+    char digits[48];
+    int n = 0;
+    while (v > 0) {
+        digits[n++] = (char)('0' + (int)(v % 10));
+        v /= 10;
+    }
+    std::string r = "2.25.";
+    while (n > 0)
+        r += digits[--n];
+    return r;
+}
+
+const char *dummy_for(DcmEVR vr)
+{
+    switch (vr) {
+    case EVR_DA:
+        return "19000101";
+    case EVR_TM:
+        return "000000";
+    case EVR_DT:
+        return "19000101000000";
+    case EVR_IS:
+    case EVR_DS:
+        return "0";
+    case EVR_AS:
+        return "000Y";
+    case EVR_CS:
+        return "ANONYMIZED";
+    default:
+        return "ANONYMIZED";
+    }
+}
+
+char rule_for(uint32_t tag, const cs_dicom_deid_rule *rules, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((tag & rules[i].mask) == rules[i].tag)
+            return rules[i].action;
+    return 0;
+}
+
+void replace_uids(DcmElement *el)
+{
+    OFString all;
+    if (el->getOFStringArray(all).bad() || all.empty())
+        return;
+    std::string out, cur;
+    std::string s = all.c_str();
+    size_t start = 0;
+    for (;;) {
+        size_t bs = s.find('\\', start);
+        std::string v = s.substr(start, bs == std::string::npos ? std::string::npos : bs - start);
+        while (!v.empty() && (v.back() == ' ' || v.back() == '\0'))
+            v.pop_back();
+        if (!out.empty() || start > 0)
+            out += "\\";
+        out += v.empty() ? v : new_uid(v);
+        if (bs == std::string::npos)
+            break;
+        start = bs + 1;
+    }
+    el->putString(out.c_str());
+}
+
+void clean_item(DcmItem *item, const cs_dicom_deid_rule *rules, size_t nrules)
+{
+    for (unsigned long i = item->card(); i-- > 0;) {
+        DcmElement *el = item->getElement(i);
+        if (!el)
+            continue;
+        DcmTag tag = el->getTag();
+        uint32_t key = (uint32_t)tag.getGroup() << 16 | tag.getElement();
+        if (tag.getGroup() & 1) { // private: removed (Annex E, "X")
+            delete item->remove(el);
+            continue;
+        }
+        if (key == 0x7FE00010u || tag.getGroup() == 0x0002)
+            continue;
+        char a = rule_for(key, rules, nrules);
+        DcmEVR vr = el->ident();
+        if (a == 'X') {
+            delete item->remove(el);
+        } else if (vr == EVR_SQ) {
+            DcmSequenceOfItems *sq = static_cast<DcmSequenceOfItems *>(el);
+            if (a == 'Z') {
+                while (sq->card() > 0)
+                    delete sq->remove((unsigned long)0);
+            } else {
+                for (unsigned long k = 0; k < sq->card(); k++)
+                    clean_item(sq->getItem(k), rules, nrules);
+            }
+        } else if (a == 'U' || (a == 'D' && vr == EVR_UI)) {
+            replace_uids(el);
+        } else if (a == 'Z') {
+            el->putString("");
+        } else if (a == 'D') {
+            el->putString(dummy_for(vr));
+        } else if (vr == EVR_UI) {
+            // Any other UID that is an instance reference keeps consistency
+            // through the same hash (SOP Class and syntax UIDs are kept).
+        }
+    }
+}
+
+int deidentify(cs_dicom *d)
+{
+    if (d->cur_xfer == EXS_Unknown)
+        return cs_error_set(CS_EINVAL, "deidentify: cannot rewrite %s with DCMTK 3.6.7",
+                            d->pix.info.transfer_syntax);
+    size_t n = 0;
+    const cs_dicom_deid_rule *rules = cs_dicom_deid_rules(&n);
+    DcmDataset *ds = d->ff->getDataset();
+    clean_item(ds, rules, n);
+    std::string sop = get_str(ds, DCM_SOPInstanceUID);
+    DcmMetaInfo *meta = d->ff->getMetaInfo();
+    if (!sop.empty())
+        meta->putAndInsertString(DCM_MediaStorageSOPInstanceUID, sop.c_str());
+    ds->putAndInsertString(DCM_PatientIdentityRemoved, "YES");
+    ds->putAndInsertString(DCM_DeidentificationMethod,
+                           "PS3.15 Annex E Basic Profile (Consilium cs_dicom)");
+    delete ds->remove(DCM_DeidentificationMethodCodeSequence);
+    DcmItem *code = nullptr;
+    if (ds->findOrCreateSequenceItem(DCM_DeidentificationMethodCodeSequence, code, 0).bad() ||
+        !code)
+        return cs_error_set(CS_ENOMEM, "deidentify: cannot add the method code");
+    code->putAndInsertString(DCM_CodeValue, "113100");
+    code->putAndInsertString(DCM_CodingSchemeDesignator, "DCM");
+    code->putAndInsertString(DCM_CodeMeaning, "Basic Application Confidentiality Profile");
+    return reload(d);
+}
+
+} // namespace
+
 extern "C" int cs_dicom_transcode(cs_dicom *d, const cs_dicom_transcode_opts *opts)
 {
-    (void)opts;
-    return cs_error_set(CS_EINVAL, "not yet");
+    if (!d)
+        return cs_error_set(CS_EINVAL, "cs_dicom_transcode: NULL argument");
+    GUARD("transcode", { return transcode(d, opts); })
 }
 
 extern "C" int cs_dicom_deidentify(cs_dicom *d)
 {
-    return cs_error_set(CS_EINVAL, "not yet");
+    if (!d)
+        return cs_error_set(CS_EINVAL, "cs_dicom_deidentify: NULL argument");
+    GUARD("deidentify", { return deidentify(d); })
 }

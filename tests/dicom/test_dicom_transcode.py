@@ -1,0 +1,123 @@
+"""Acceptance 3: transcoding.
+
+- Default (JPEG-LS lossless, the link default): for every file with pixel
+  data that JPEG-LS can hold (not 1-bit), decoding after transcode equals
+  decoding before, bit for bit; DCMTK's dcmdjpls decodes the output to the
+  same values; dciodvfy reports no error line the input did not have; no
+  Lossy Image Compression is claimed for a lossless input.
+- Lossy JPEG baseline only when asked (8-bit grey/RGB inputs, quality 90):
+  (0028,2110) "01", (0028,2112) the ratio (uncompressed / compressed bytes,
+  within 1 %; below 1 for 10x10 tiles), (0028,2114) ends with ISO_10918_1; dcmdjpeg
+  decodes it; PSNR against the input > 30 dB; dciodvfy adds no error."""
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pydicom
+
+sys.path.insert(0, os.path.dirname(__file__))
+import dicomref as R  # noqa: E402
+
+
+def dciodvfy_errors(path):
+    r = subprocess.run(["dciodvfy", "-new", path], capture_output=True, text=True,
+                       errors="replace")
+    lines = (r.stdout + r.stderr).splitlines()
+    # Errors name an attribute or module; drop the file-specific prefix.
+    return {re.sub(r"\s+", " ", l.strip()) for l in lines if l.startswith("Error")}
+
+
+def check_no_new_errors(src, out, tmp):
+    base = src
+    if R.info(src)["transfer_syntax"] == "1.2.840.10008.1.2.1.99":
+        # dciodvfy stops early in a deflated dataset: compare with DCMTK's
+        # inflated copy, which lists every attribute.
+        base = os.path.join(tmp, os.path.basename(src) + ".inflated.dcm")
+        subprocess.run(["dcmconv", "+te", src, base], check=True, capture_output=True)
+    new = dciodvfy_errors(out) - dciodvfy_errors(base)
+    if "SOPInstanceUID" not in pydicom.dcmread(src, stop_before_pixels=True, force=True):
+        # The input lacks its Type 1 SOP Instance UID; a Part 10 writer must
+        # still fill (0002,0003), which dciodvfy then reports as unmatched.
+        new = {e for e in new if "MediaStorageSOPInstanceUID" not in e}
+    if new:
+        raise AssertionError("dciodvfy: new errors %s" % sorted(new)[:5])
+
+
+def main():
+    tmp = R.workdir("dicom_transcode")
+    passed = failed = skipped = 0
+    for path in R.files():
+        name = os.path.basename(path)
+        inf = R.info(path)
+        if inf["rows"] == 0:
+            print("SKIP %s: no pixel data" % name)
+            skipped += 1
+            continue
+        if inf["bits_allocated"] == 1:
+            print("SKIP %s: 1-bit data cannot be JPEG-LS (transcode refuses with CS_EINVAL)" % name)
+            r = R.tool("transcode", path, os.path.join(tmp, name + ".jls.dcm"), check=False)
+            if r.returncode == 0:
+                print("FAIL %s: 1-bit transcode should be refused" % name)
+                failed += 1
+            skipped += 1
+            continue
+        try:
+            before = R.ours(path, inf, os.path.join(tmp, name + ".before.raw"))
+            out = os.path.join(tmp, name + ".jls.dcm")
+            R.tool("transcode", path, out)
+            inf2 = R.info(out)
+            assert inf2["transfer_syntax"] == "1.2.840.10008.1.2.4.80", inf2["transfer_syntax"]
+            after = R.ours(out, inf2, os.path.join(tmp, name + ".after.raw"))
+            assert np.array_equal(before, after), "decode after transcode differs"
+            ref, _ = R.ref_dcmtk(out, inf2, inf2["transfer_syntax"], tmp)
+            assert np.array_equal(ref, after), "dcmdjpls decodes differently"
+            ds = pydicom.dcmread(out, stop_before_pixels=True)
+            if not inf["lossy"]:
+                assert ds.get("LossyImageCompression", "00") != "01", "lossless claims lossy"
+            check_no_new_errors(path, out, tmp)
+            msg = "JLS lossless %d -> %d bytes" % (os.path.getsize(path), os.path.getsize(out))
+            if inf["transfer_syntax"] == "1.2.840.10008.1.2.4.50":
+                # already JPEG baseline: transcoding to it is a no-op
+                same = os.path.join(tmp, name + ".same.dcm")
+                R.tool("transcode", path, same, "1.2.840.10008.1.2.4.50", 90)
+                a = pydicom.dcmread(same).PixelData
+                assert a == pydicom.dcmread(path).PixelData, "no-op transcode changed pixels"
+                msg += "; JPEG->JPEG is a no-op"
+            elif inf["bits_stored"] == 8 and inf2["photometric"] in ("MONOCHROME2", "MONOCHROME1",
+                                                                   "RGB"):
+                lossy = os.path.join(tmp, name + ".jpg.dcm")
+                R.tool("transcode", path, lossy, "1.2.840.10008.1.2.4.50", 90)
+                ds = pydicom.dcmread(lossy, stop_before_pixels=True)
+                assert ds.LossyImageCompression == "01"
+                ratios = ds.LossyImageCompressionRatio
+                ratio = float(ratios[-1] if isinstance(ratios, pydicom.multival.MultiValue)
+                              else ratios)
+                methods = ds.LossyImageCompressionMethod
+                method = methods[-1] if isinstance(methods, pydicom.multival.MultiValue) \
+                    else methods
+                assert method == "ISO_10918_1", method
+                full = pydicom.dcmread(lossy)
+                comp = sum(len(f) for f in pydicom.encaps.generate_pixel_data_frame(
+                    full.PixelData, inf["frames"]))
+                expect = before.nbytes / comp
+                assert abs(ratio - expect) / expect < 0.01, (ratio, expect)
+                infj = R.info(lossy)
+                refj, _ = R.ref_dcmtk(lossy, infj, infj["transfer_syntax"], tmp)
+                # compare in RGB: our input decode vs DCMTK's decode of the JPEG
+                mse = float(np.mean((refj.astype(float) - before.astype(float)) ** 2))
+                psnr = 99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+                assert psnr > 30, "PSNR %.1f dB" % psnr
+                check_no_new_errors(path, lossy, tmp)
+                msg += "; JPEG q90 ratio %.2f PSNR %.1f dB" % (ratio, psnr)
+            print("ok   %s [%s]: %s" % (name, inf["transfer_syntax"], msg))
+            passed += 1
+        except Exception as e:
+            print("FAIL %s: %s" % (name, e))
+            failed += 1
+    R.report(passed, failed, skipped)
+
+
+if __name__ == "__main__":
+    main()
