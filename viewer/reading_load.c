@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <curl/curl.h>
+#include <limits.h>
 
 #include "cs/err.h"
 #include "cs/log.h"
@@ -20,11 +21,15 @@
 
 /* ---- metadata ---- */
 
+/* An integer attribute: @p dflt when absent, INT_MIN when present but not
+ * a usable number (rejected by unsupported()). */
 static int get_int(const json_t *o, const char *tag, int dflt)
 {
     double d;
-    if (vw_dj_num(o, tag, 0, &d) < 0 || !(d > -1e9 && d < 1e9))
+    if (!vw_dj_count(o, tag))
         return dflt;
+    if (vw_dj_num(o, tag, 0, &d) < 0 || !(d > -1e9 && d < 1e9))
+        return INT_MIN;
     return (int)d;
 }
 
@@ -107,6 +112,10 @@ static const char *unsupported(const vw_rinst *in)
     }
     if (in->bits_stored < 1 || in->bits_stored > in->bits_alloc)
         return "bad BitsStored";
+    if (in->pixrep != 0 && in->pixrep != 1)
+        return "bad PixelRepresentation";
+    if (in->planar != 0 && in->planar != 1)
+        return "bad PlanarConfiguration";
     return NULL;
 }
 
