@@ -61,8 +61,9 @@ def main():
             cshelp.Server([], ["--store", os.path.join(work, "store"), "--db",
                                os.path.join(work, "node.db"), "--aet", "CONSILIUM",
                                "--dicom-port", str(dport)]) as ours:
-        subprocess.run(["storescu", "-aec", "CONSILIUM", "+r", "127.0.0.1", str(dport)]
-                       + list(files.values()), check=True, capture_output=True)
+        ok, err = cshelp.storescu(list(files.values()), dport)
+        if not ok:
+            raise RuntimeError("storescu: " + err[-500:])
         for f in files.values():
             orth.upload(f)
         for kind, f in files.items():

@@ -281,6 +281,10 @@ static int match_date(query *q, const char *col, const char *value, char *lo, ch
     lo[a] = '\0';
     memcpy(hi, dash + 1, n - a - 1);
     hi[n - a - 1] = '\0';
+    /* a range never matches an unknown date (as the C-FIND SCP does) */
+    snprintf(pre, sizeof(pre), "%s <> '' AND %s IS NOT NULL", col, col);
+    q_add(q, " AND ");
+    q_add(q, pre);
     if (*lo) {
         snprintf(pre, sizeof(pre), "%s >= ", col);
         q_cond(q, pre, lo, "");
@@ -744,7 +748,12 @@ static void wado_metadata(cs_dicomweb *w, json_t *paths, cs_dicomweb_reply *out)
         }
         if (i)
             b_str(&b, ",");
+        int bare = cs_buf_size(j) && cs_buf_data(j)[0] != '{'; /* FIXME: to_json's contract */
+        if (bare)
+            b_str(&b, "{");
         b_add(&b, cs_buf_data(j), cs_buf_size(j));
+        if (bare)
+            b_str(&b, "}");
         cs_buf_unref(j);
     }
     b_str(&b, "]");

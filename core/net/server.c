@@ -1016,7 +1016,7 @@ static enum MHD_Result route_iiif(request *rq, const char *rest)
     return serve_tile(rq, e, key, &tr);
 }
 
-static __attribute__((unused)) const char *query_arg(void *ctx, const char *key)
+static const char *query_arg(void *ctx, const char *key)
 {
     request *rq = ctx;
     return MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, key);
@@ -1036,10 +1036,8 @@ static enum MHD_Result route_dicomweb(request *rq, const char *rest)
     if (strcmp(rq->method, "GET") != 0 && strcmp(rq->method, "HEAD") != 0)
         return send_error(rq, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed",
                           "DICOMweb here is read-only (QIDO-RS, WADO-RS)");
-    cs_dicomweb_reply rp = {0};
-#ifndef CS_NO_DICOMWEB
+    cs_dicomweb_reply rp;
     cs_dicomweb_handle(rq->srv->dicomweb, rest, query_arg, rq, &rp);
-#endif
     if (rp.object[0])
         audit(rq, "110103", "study accessed", rp.status < 400 ? 0 : 4, "study", rp.object,
               "dicomweb", 300);
@@ -1293,10 +1291,8 @@ static int start_session(cs_server *s)
                "no --db given: annotations go to a temporary database, removed at exit");
     }
     int r = cs_session_new(&s->session, path, s->bus, s->log);
-#ifndef CS_NO_DICOMWEB
     if (r == 0 && s->o.dicom_store) /* after the session: the schema is migrated */
         r = cs_dicomweb_new(&s->dicomweb, path, s->o.dicom_store, s->o.threads);
-#endif
     if (r < 0)
         return r;
     for (int i = 0; i < s->nslides && r == 0; i++) {
@@ -1505,9 +1501,7 @@ void cs_server_free(cs_server *s)
     cs_plughost_free(s->plugins);
     cs_ws_free(s->ws);
     cs_glue_free(s->glue);
-#ifndef CS_NO_DICOMWEB
     cs_dicomweb_free(s->dicomweb);
-#endif
     if (s->tmp_db) {
         static const char *const ext[] = {"", "-wal", "-shm"};
         for (int i = 0; i < 3; i++) {

@@ -75,12 +75,10 @@ def main():
         with cshelp.Server([], ["--store", store, "--db", db, "--aet", "CONSILIUM",
                                 "--dicom-port", str(dport), "--audit-log", audit]) as s:
             paths = [os.path.join(DICOM, f) for f in FILES]
-            # storescu proposes what each file has (+r: accept its syntax)
-            r = subprocess.run(["storescu", "-aet", "MODALITY", "-aec", "CONSILIUM", "+r", "-R",
-                                "127.0.0.1", str(dport)] + paths,
-                               capture_output=True, text=True, timeout=120)
-            c.check(r.returncode == 0, "storescu sent the files: " + r.stderr[-500:])
-            run(c, s, paths, audit)
+            ok, err = cshelp.storescu(paths, dport, aet="MODALITY")
+            c.check(ok, "storescu sent the files: " + err[-500:])
+            if ok:
+                run(c, s, paths, audit)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print("%d passed, %d failed" % (c.passed, c.failed))
@@ -102,7 +100,8 @@ def run(c, s, paths, audit):
             % (len(got), len(studies)))
     for uid, items in studies.items():
         o, ds = got.get(uid, {}), items[0][1]
-        c.check(int(o.get("00201208", {}).get("Value", [0])[0]) == len(items),
+        nsop = len({x.SOPInstanceUID for _, x in items})  # 693_UNCR/J2KR share one
+        c.check(int(o.get("00201208", {}).get("Value", [0])[0]) == nsop,
                 "study %s: instance count" % uid)
         pid = str(getattr(ds, "PatientID", ""))
         if pid:
@@ -129,8 +128,10 @@ def run(c, s, paths, audit):
     if dates:
         d = dates[len(dates) // 2]
         ans = s.json("/dicomweb/studies?StudyDate=-" + d)
-        c.check(all(o["00080020"]["Value"][0] <= d for o in ans) and ans,
-                "StudyDate range -%s" % d)
+        want = {u for u, it in studies.items() if it[0][1].get("StudyDate")
+                and str(it[0][1].StudyDate) <= d}
+        c.check({o["0020000D"]["Value"][0] for o in ans} == want,
+                "StudyDate range -%s: the dated studies up to it, not the undated" % d)
     page1 = s.json("/dicomweb/studies?limit=2")
     page2 = s.json("/dicomweb/studies?limit=2&offset=2")
     c.check(len(page1) == min(2, len(studies)), "limit=2")
@@ -196,13 +197,12 @@ def check_frames(c, s, ib, p, ds):
     ref = reference_pixels(p, ds)
     if ref is None:
         return
-    ref = ref.reshape((nf,) + ref.shape[-3:] if ref.ndim == 4 or (nf > 1 and ref.ndim == 3 and
-                      ds.SamplesPerPixel == 1) else (1,) + ref.shape)
+    ref = np.asarray(ref).reshape(nf, -1)  # frames of interleaved samples
     for k, part in enumerate(parts):
         dt = np.dtype(("<i2" if ds.PixelRepresentation else "<u2") if ds.BitsAllocated > 8
                       else "u1")
         a = np.frombuffer(part, dtype=dt)
-        r = np.asarray(ref[k]).astype(dt).ravel()
+        r = ref[k].astype(dt)
         c.check(a.size == r.size and np.array_equal(a, r),
                 "%s frame %d: raw values equal pydicom's bit for bit" % (name, k + 1))
 
@@ -230,7 +230,7 @@ def reference_pixels(p, ds):
 
 def check_rendered(c, s, ib, p, ds):
     name = os.path.basename(p)
-    st, h, body = s.get(ib + "/rendered")
+    st, h, body = s.get(ib + "/rendered?quality=100")  # little JPEG noise in the comparison
     c.check(st == 200 and h.get("Content-Type") == "image/jpeg",
             "%s: rendered is a JPEG (%d)" % (name, st))
     if st != 200 or ds.SamplesPerPixel != 1:
@@ -243,13 +243,13 @@ def check_rendered(c, s, ib, p, ds):
     if "WindowCenter" in ds:
         exp = window(ds, ref)
         err = float(np.mean(np.abs(img - exp)))
-        c.check(img.shape == exp.shape and err < 2.5,
+        c.check(img.shape == exp.shape and err < 1.0,
                 "%s: rendered at the file's window, mean error %.2f grey levels" % (name, err))
     lo = window(ds, ref, 40.0, 400.0)
-    st, _, body = s.get(ib + "/rendered?window=40,400")
+    st, _, body = s.get(ib + "/rendered?window=40,400&quality=100")
     img2 = np.asarray(Image.open(io.BytesIO(body)).convert("L"), dtype=np.float64)
     err = float(np.mean(np.abs(img2 - lo)))
-    c.check(st == 200 and err < 2.5, "%s: ?window=40,400 honoured, mean error %.2f" % (name, err))
+    c.check(st == 200 and err < 1.0, "%s: ?window=40,400 honoured, mean error %.2f" % (name, err))
 
 
 if __name__ == "__main__":

@@ -235,3 +235,30 @@ class Orthanc:
     def upload(self, path):
         with open(path, "rb") as f:
             return self.rest("POST", "/instances", f.read())
+
+
+# storescu's option proposing a compressed transfer syntax (it proposes only
+# uncompressed ones unless told).
+STORESCU_TS = {"1.2.840.10008.1.2.4.50": "-xy", "1.2.840.10008.1.2.4.51": "-xx",
+               "1.2.840.10008.1.2.4.70": "-xs", "1.2.840.10008.1.2.4.80": "-xt",
+               "1.2.840.10008.1.2.4.81": "-xu", "1.2.840.10008.1.2.4.90": "-xv",
+               "1.2.840.10008.1.2.4.91": "-xw", "1.2.840.10008.1.2.5": "-xr"}
+
+
+def storescu(files, port, aec="CONSILIUM", aet="STORESCU", timeout=300):
+    """Send @p files with DCMTK's storescu, one association per transfer
+    syntax, proposing each file's own syntax. Returns (ok, stderr)."""
+    import pydicom
+    groups = {}
+    for f in files:
+        ts = str(pydicom.dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+        groups.setdefault(STORESCU_TS.get(ts, ""), []).append(f)
+    err = ""
+    for opt, group in groups.items():
+        cmd = ["storescu", "-aet", aet, "-aec", aec] + ([opt] if opt else [])
+        r = subprocess.run(cmd + ["127.0.0.1", str(port)] + group, capture_output=True,
+                           text=True, timeout=timeout)
+        err += r.stderr
+        if r.returncode != 0 or "E: " in r.stderr:
+            return False, err
+    return True, err
