@@ -2,7 +2,8 @@
  * once from tests/dicom/annex_e_basic.tsv (the test's oracle). Compound
  * actions resolve to the one that keeps an IOD valid: X/Z -> Z, X/D, Z/D and
  * X/Z/D -> D (a dummy; for a sequence: its items cleaned recursively),
- * X/Z/U* -> S (keep the sequence, clean its items: its UIDs are replaced). */
+ * X/Z/U* -> S (keep the sequence, clean its items: its UIDs are replaced).
+ * Overlay groups (60xx) go whole: an overlay without its data is invalid. */
 #include <stddef.h>
 
 #include "dicom_internal.h"
@@ -327,7 +328,8 @@ static const cs_dicom_deid_rule rules[] = {
     {0x04000403, 0xFFFFFFFF, 'X'}, /* Referenced SOP Instance MAC Sequence (X) */
     {0x00081155, 0xFFFFFFFF, 'U'}, /* Referenced SOP Instance UID (U) */
     {0x00041511, 0xFFFFFFFF, 'U'}, /* Referenced SOP Instance UID in File (U) */
-    {0x00081110, 0xFFFFFFFF, 'Z'}, /* Referenced Study Sequence (X/Z) */
+    {0x00081110, 0xFFFFFFFF,
+     'X'}, /* Referenced Study Sequence (X/Z): Type 3, an empty one is invalid */
     {0x00080092, 0xFFFFFFFF, 'X'}, /* Referring Physician's Address (X) */
     {0x00080090, 0xFFFFFFFF, 'Z'}, /* Referring Physician's Name (Z) */
     {0x00080094, 0xFFFFFFFF, 'X'}, /* Referring Physician's Telephone Numbers (X) */

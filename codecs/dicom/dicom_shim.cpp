@@ -1372,6 +1372,10 @@ void clean_item(DcmItem *item, const cs_dicom_deid_rule *rules, size_t nrules)
         }
         if (key == 0x7FE00010u || tag.getGroup() == 0x0002)
             continue;
+        if ((tag.getGroup() & 0xFF00) == 0x6000) { // overlays: data X, so all of it
+            delete item->remove(el);
+            continue;
+        }
         char a = rule_for(key, rules, nrules);
         DcmEVR vr = el->ident();
         if (a == 'X') {
