@@ -209,8 +209,8 @@ int vw_reading_set_series(vw_reading *r, int i)
     r->cine = 0;
     vw_rseries_info *si = &r->series[i];
     if (!si->s) {
-        int rc = vw_rseries_new(&si->s, &r->dw, r->study.uid, si->uid, r->o.parallel, r->wake,
-                                r->userdata);
+        int rc = vw_rseries_new(&si->s, &r->dw, r->study.uid, si->uid, r->o.parallel,
+                                !r->o.no_preview, r->wake, r->userdata);
         if (rc < 0)
             return rc;
     } else {
@@ -332,6 +332,45 @@ static void fill(uint32_t *fb, int pitch, int w, int h, uint32_t c)
             fb[(size_t)y * (size_t)pitch + (size_t)x] = c;
 }
 
+/* The fit of an image of @p cols x @p rows into w x h: scale, offsets,
+ * and the screen rectangle [x0, x1] x [y0, y1] its pixels cover. */
+static void fit(vw_reading *r, int cols, int rows, int w, int h, int *x0, int *y0, int *x1, int *y1)
+{
+    double sc = fmin((double)w / cols, (double)h / rows);
+    r->scale = sc;
+    r->offx = (w - cols * sc) / 2;
+    r->offy = (h - rows * sc) / 2;
+    *x0 = (int)ceil(r->offx - 0.5), *x1 = (int)floor(r->offx + cols * sc - 0.5);
+    *y0 = (int)ceil(r->offy - 0.5), *y1 = (int)floor(r->offy + rows * sc - 0.5);
+    *x0 = *x0 < 0 ? 0 : *x0;
+    *y0 = *y0 < 0 ? 0 : *y0;
+    *x1 = *x1 >= w ? w - 1 : *x1;
+    *y1 = *y1 >= h ? h - 1 : *y1;
+}
+
+/* The server-rendered JPEG where the slice will be (it may be another size
+ * than the image: mapped through the image's geometry). */
+static void compose_preview(vw_reading *r, const vw_rseries *s, const vw_rslice *sl, uint32_t *fb,
+                            int pitch, int w, int h)
+{
+    const vw_rinst *in = &s->inst[sl->inst];
+    int x0, y0, x1, y1;
+    fit(r, in->cols, in->rows, w, h, &x0, &y0, &x1, &y1);
+    for (int y = y0; y <= y1; y++) {
+        double iy = (y + 0.5 - r->offy) / r->scale;
+        int py = (int)floor(iy * sl->ph / in->rows);
+        py = py < 0 ? 0 : py >= sl->ph ? sl->ph - 1 : py;
+        for (int x = x0; x <= x1; x++) {
+            double ix = (x + 0.5 - r->offx) / r->scale;
+            int pxx = (int)floor(ix * sl->pw / in->cols);
+            pxx = pxx < 0 ? 0 : pxx >= sl->pw ? sl->pw - 1 : pxx;
+            const uint8_t *p = sl->preview + 3 * ((size_t)py * (size_t)sl->pw + (size_t)pxx);
+            fb[(size_t)y * (size_t)pitch + (size_t)x] =
+                (uint32_t)p[0] << 16 | (uint32_t)p[1] << 8 | p[2];
+        }
+    }
+}
+
 int vw_reading_compose(vw_reading *r, uint32_t *fb, int pitch, int w, int h)
 {
     fill(fb, pitch, w, h, 0);
@@ -344,8 +383,14 @@ int vw_reading_compose(vw_reading *r, uint32_t *fb, int pitch, int w, int h)
     int st = atomic_load_explicit(&sl->state, memory_order_acquire);
     if (st == VW_SLICE_FAILED)
         return CS_EIO;
-    if (st != VW_SLICE_READY)
-        return 0;
+    if (st != VW_SLICE_READY) {
+        if (atomic_load_explicit(&sl->pstate, memory_order_acquire) != VW_SLICE_READY)
+            return 0;
+        compose_preview(r, s, sl, fb, pitch, w, h);
+        if (!r->t_preview_ns)
+            r->t_preview_ns = cs_clock_ns();
+        return 2;
+    }
     const vw_rinst *in = &s->inst[sl->inst];
     if (!r->wl_set)
         file_window(r, s, sl);
@@ -353,16 +398,9 @@ int vw_reading_compose(vw_reading *r, uint32_t *fb, int pitch, int w, int h)
     if (sl->kind != VW_PX_RGB && make_lut(r, in, inv) < 0)
         return CS_ENOMEM;
     /* fit, centred; nearest neighbour (screen px centre -> image px) */
-    double sc = fmin((double)w / in->cols, (double)h / in->rows);
-    r->scale = sc;
-    r->offx = (w - in->cols * sc) / 2;
-    r->offy = (h - in->rows * sc) / 2;
-    int x0 = (int)ceil(r->offx - 0.5), x1 = (int)floor(r->offx + in->cols * sc - 0.5);
-    int y0 = (int)ceil(r->offy - 0.5), y1 = (int)floor(r->offy + in->rows * sc - 0.5);
-    x0 = x0 < 0 ? 0 : x0;
-    y0 = y0 < 0 ? 0 : y0;
-    x1 = x1 >= w ? w - 1 : x1;
-    y1 = y1 >= h ? h - 1 : y1;
+    int x0, y0, x1, y1;
+    fit(r, in->cols, in->rows, w, h, &x0, &y0, &x1, &y1);
+    double sc = r->scale;
     int *xmap = malloc(sizeof(int) * (size_t)(x1 - x0 + 1 > 0 ? x1 - x0 + 1 : 1));
     if (!xmap)
         return CS_ENOMEM;
@@ -546,6 +584,9 @@ void vw_reading_draw(vw_reading *r, SDL_Renderer *ren, vw_overlay *ov, int w, in
         int stt = atomic_load(&sl->state);
         if (stt == VW_SLICE_FAILED)
             vw_overlay_label(ov, sl->err ? sl->err : "this image failed", 8, h / 2, YELLOW);
+        else if (stt != VW_SLICE_READY && atomic_load(&sl->pstate) == VW_SLICE_READY)
+            vw_overlay_label(ov, "preview (server-rendered); loading the image...", 8, h / 2,
+                             YELLOW);
         else if (stt != VW_SLICE_READY)
             vw_overlay_label(ov, "loading this image...", 8, h / 2, YELLOW);
     }
@@ -778,6 +819,12 @@ int vw_reading_tick(vw_reading *r)
                 r->cine_s0 = r->slice;
             }
         }
+    }
+    if (r->o.timing && r->t_preview_ns && !r->timing_preview_done) {
+        r->timing_preview_done = 1;
+        printf("{\"event\":\"first_paint\",\"source\":\"rendered\",\"ms\":%.1f}\n",
+               (double)(r->t_preview_ns - r->t_start) / 1e6);
+        fflush(stdout);
     }
     if (r->o.timing && r->t_first_ns && !r->timing_first_done) {
         r->timing_first_done = 1;

@@ -67,12 +67,18 @@ typedef struct {
     int kind;  /**< VW_PX_* (READY) */
     void *px;  /**< rows*cols values (MONO8 uint8, MONO16 uint16 bit pattern) or RGB bytes */
     char *err; /**< FAILED: why */
+    /* the server-rendered JPEG, a first paint while the raw frame is on its
+     * way (the first slice shown only); pw x ph RGB once pstate is READY */
+    atomic_int pstate;
+    uint8_t *preview;
+    int pw, ph;
 } vw_rslice;
 
 typedef struct vw_rseries {
     vw_dw *dw;
     char study[72], uid[72];
     int parallel;
+    int preview; /**< fetch the rendered JPEG of the first slice first */
     void (*wake)(void *userdata);
     void *userdata;
     /* written by the loader before `ready` turns 1, then read-only */
@@ -93,9 +99,11 @@ typedef struct vw_rseries {
 } vw_rseries;
 
 /** Start loading series @p uid of @p study: metadata first, then frames
- *  (@p parallel transfers). @p wake runs on the loader after each change. */
+ *  (@p parallel transfers; with @p preview, also the rendered JPEG of the
+ *  current slice, beside them). @p wake runs on the loader after each
+ *  change. */
 int vw_rseries_new(vw_rseries **out, vw_dw *dw, const char *study, const char *uid, int parallel,
-                   void (*wake)(void *userdata), void *userdata);
+                   int preview, void (*wake)(void *userdata), void *userdata);
 /** Stop the loader (transfers in flight are dropped, to be fetched again on
  *  resume); loaded slices stay. */
 void vw_rseries_pause(vw_rseries *s);
@@ -135,6 +143,7 @@ typedef struct {
     const char *study, *series;
     const char *screenshot, *script, *font, *cacert;
     int w, h, timing, insecure, parallel, overlays;
+    int no_preview; /**< --no-preview: no rendered JPEG first paint */
     double timeout_s;
 } vw_ropts;
 
@@ -177,8 +186,9 @@ typedef struct {
     size_t lut_n;
     double lut_key[8];
     /* timing */
-    int64_t t_first_ns; /**< when the first image was composed (0: not yet) */
-    int timing_first_done, timing_complete_done;
+    int64_t t_first_ns;   /**< when the first image was composed (0: not yet) */
+    int64_t t_preview_ns; /**< when a server-rendered preview was first shown */
+    int timing_first_done, timing_complete_done, timing_preview_done;
     char status[300];
     void (*wake)(void *userdata);
     void *userdata;
@@ -206,7 +216,8 @@ void vw_reading_set_window(vw_reading *r, double c, double w, const char *name);
 /** Preset by name: brain, lung, bone, abdomen, file. @return 0 or -1. */
 int vw_reading_preset(vw_reading *r, const char *name);
 /** Compose the view into @p fb (XRGB, @p pitch pixels per row).
- *  @return 1 the current slice is shown, 0 it is loading, <0 it failed. */
+ *  @return 1 the current slice is shown, 2 its server-rendered preview is,
+ *  0 it is loading, <0 it failed. */
 int vw_reading_compose(vw_reading *r, uint32_t *fb, int pitch, int w, int h);
 /** Draw overlays, ruler, series strip or the study list with @p ren. */
 void vw_reading_draw(vw_reading *r, SDL_Renderer *ren, vw_overlay *ov, int w, int h);

@@ -10,6 +10,7 @@
 #include <limits.h>
 
 #include "cs/err.h"
+#include "cs/jpeg.h"
 #include "cs/log.h"
 #include "cs/thread.h"
 
@@ -321,7 +322,8 @@ nomem:
 
 typedef struct {
     CURL *easy;
-    int slice; /* -1: free */
+    int slice;   /* -1: free */
+    int preview; /* the rendered JPEG, not the raw frame */
     vw_dw_resp resp;
     struct curl_slist *hdrs;
     char url[2400];
@@ -386,6 +388,70 @@ static void start_xfer(vw_rseries *s, xfer *x, int i)
         return;
     }
     atomic_fetch_add(&s->inflight, 1);
+}
+
+/* The rendered JPEG of the current slice, for a first paint. */
+static void start_preview(vw_rseries *s, xfer *x)
+{
+    int i = atomic_load(&s->cur);
+    if (i < 0 || (size_t)i >= s->nslices)
+        i = 0;
+    vw_rslice *sl = &s->slices[i];
+    int expect = VW_SLICE_NONE;
+    if (atomic_load(&sl->state) != VW_SLICE_NONE ||
+        !atomic_compare_exchange_strong(&sl->pstate, &expect, VW_SLICE_FLIGHT))
+        return;
+    const vw_rinst *in = &s->inst[sl->inst];
+    snprintf(x->url, sizeof(x->url), "%s/studies/%s/series/%s/instances/%s/frames/%d/rendered",
+             s->dw->base, s->study, s->uid, in->sop, sl->frame);
+    curl_easy_reset(x->easy);
+    vw_dw_setup(s->dw, x->easy, x->url, "image/jpeg", &x->resp, &x->hdrs);
+    x->slice = i;
+    x->preview = 1;
+    if (curl_multi_add_handle(s->multi, x->easy) != CURLM_OK) {
+        curl_slist_free_all(x->hdrs);
+        x->hdrs = NULL;
+        x->slice = -1;
+        atomic_store(&sl->pstate, VW_SLICE_FAILED);
+    }
+}
+
+static void finish_preview(vw_rseries *s, xfer *x, CURLcode cc)
+{
+    vw_rslice *sl = &s->slices[x->slice];
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->resp.status);
+    curl_multi_remove_handle(s->multi, x->easy);
+    curl_slist_free_all(x->hdrs);
+    x->hdrs = NULL;
+    int ok = 0;
+    cs_jpeg *j = NULL;
+    int w, h;
+    if (cc == CURLE_OK && x->resp.status == 200 && x->resp.len && cs_jpeg_new(&j) == 0 &&
+        cs_jpeg_size(j, (const uint8_t *)x->resp.body, x->resp.len, &w, &h) == 0 && w > 0 &&
+        h > 0 && w <= 16384 && h <= 16384) {
+        uint8_t *px = malloc((size_t)w * (size_t)h * 3);
+        if (px && cs_jpeg_decode_rgb(j, px, (size_t)w * 3, (const uint8_t *)x->resp.body,
+                                     x->resp.len, 1) == 0) {
+            sl->preview = px;
+            sl->pw = w;
+            sl->ph = h;
+            ok = 1;
+        } else {
+            free(px);
+        }
+    }
+    cs_jpeg_free(j);
+    atomic_fetch_add(&s->bytes, (long long)x->resp.len);
+    vw_dw_resp_free(&x->resp);
+    x->slice = -1;
+    x->preview = 0;
+    /* a preview that fails is only logged: the raw frame is what counts */
+    if (!ok)
+        cs_log(NULL, CS_LOG_INFO, "no rendered preview (%s): HTTP %ld", x->url,
+               (long)x->resp.status);
+    atomic_store_explicit(&sl->pstate, ok ? VW_SLICE_READY : VW_SLICE_FAILED, memory_order_release);
+    if (ok)
+        wake(s);
 }
 
 static void finish_xfer(vw_rseries *s, xfer *x, CURLcode cc)
@@ -459,7 +525,7 @@ static void loader(void *userdata)
     if (atomic_load(&s->ready) != 1)
         return;
     int par = s->parallel;
-    xfer *xs = calloc((size_t)par, sizeof(*xs));
+    xfer *xs = calloc((size_t)par + 1, sizeof(*xs)); /* + the preview */
     CURLM *m = curl_multi_init();
     if (!xs || !m) {
         free(xs);
@@ -478,8 +544,12 @@ static void loader(void *userdata)
         else
             break;
     }
+    xfer *pv = &xs[par];
+    pv->slice = -1;
+    if (s->preview && (pv->easy = curl_easy_init()))
+        start_preview(s, pv); /* before the raw frames: it goes out first */
     while (!atomic_load(&s->stop)) {
-        int busy = 0;
+        int busy = pv->slice >= 0;
         for (int i = 0; i < nx; i++) {
             if (xs[i].slice < 0) {
                 int k = next_slice(s);
@@ -497,6 +567,10 @@ static void loader(void *userdata)
         while ((msg = curl_multi_info_read(m, &left))) {
             if (msg->msg != CURLMSG_DONE)
                 continue;
+            if (pv->slice >= 0 && pv->easy == msg->easy_handle) {
+                finish_preview(s, pv, msg->data.result);
+                continue;
+            }
             for (int i = 0; i < nx; i++)
                 if (xs[i].slice >= 0 && xs[i].easy == msg->easy_handle) {
                     finish_xfer(s, &xs[i], msg->data.result);
@@ -516,13 +590,21 @@ static void loader(void *userdata)
         }
         curl_easy_cleanup(xs[i].easy);
     }
+    if (pv->slice >= 0) {
+        curl_multi_remove_handle(m, pv->easy);
+        curl_slist_free_all(pv->hdrs);
+        vw_dw_resp_free(&pv->resp);
+        atomic_store(&s->slices[pv->slice].pstate, VW_SLICE_NONE);
+    }
+    if (pv->easy)
+        curl_easy_cleanup(pv->easy);
     s->multi = NULL;
     curl_multi_cleanup(m);
     free(xs);
 }
 
 int vw_rseries_new(vw_rseries **out, vw_dw *dw, const char *study, const char *uid, int parallel,
-                   void (*wakefn)(void *userdata), void *userdata)
+                   int preview, void (*wakefn)(void *userdata), void *userdata)
 {
     *out = NULL;
     vw_rseries *s = calloc(1, sizeof(*s));
@@ -532,6 +614,7 @@ int vw_rseries_new(vw_rseries **out, vw_dw *dw, const char *study, const char *u
     snprintf(s->study, sizeof(s->study), "%s", study);
     snprintf(s->uid, sizeof(s->uid), "%s", uid);
     s->parallel = parallel > 0 ? parallel : 4;
+    s->preview = preview;
     s->wake = wakefn;
     s->userdata = userdata;
     int rc = vw_rseries_resume(s);
@@ -578,6 +661,7 @@ void vw_rseries_free(vw_rseries *s)
     for (size_t i = 0; i < s->nslices; i++) {
         free(s->slices[i].px);
         free(s->slices[i].err);
+        free(s->slices[i].preview);
     }
     free(s->slices);
     free(s->inst);

@@ -57,6 +57,7 @@ static void usage(FILE *f)
                "  --overlays         headless: draw the corner overlays (the window: O toggles)\n"
                "  --timing           print first-image and series-complete times (JSON lines)\n"
                "  --parallel N       concurrent frame transfers (default 4)\n"
+               "  --no-preview       no server-rendered JPEG as a first paint\n"
                "  --timeout S        headless: give up after S seconds (default 120; exit 3)\n"
                "  --font PATH, --cacert FILE, --insecure\n"
                "\n"
@@ -139,6 +140,8 @@ static int parse_args(vw_ropts *o, int argc, char **argv)
             o->overlays = 1, takes = 0;
         } else if (strcmp(a, "--timing") == 0) {
             o->timing = 1, takes = 0;
+        } else if (strcmp(a, "--no-preview") == 0) {
+            o->no_preview = 1, takes = 0;
         } else if (strcmp(a, "--insecure") == 0) {
             o->insecure = 1, takes = 0;
         } else if (a[0] == '-' && a[1] == '-') {
@@ -297,8 +300,11 @@ static void redraw_if_changed(run *u)
     if (!s || atomic_load_explicit(&s->ready, memory_order_acquire) != 1)
         return;
     int st = atomic_load(&s->slices[r->slice].state);
-    double key[6] = {(double)r->cur, (double)r->slice, (double)st, r->wc, r->ww, r->invert};
-    if (st == VW_SLICE_READY && memcmp(key, u->shown_key, sizeof(key)) != 0) {
+    int pst = atomic_load(&s->slices[r->slice].pstate);
+    double key[6] = {(double)r->cur, (double)r->slice, (double)(st * 8 + pst), r->wc,
+                     r->ww,          r->invert};
+    if ((st == VW_SLICE_READY || pst == VW_SLICE_READY) &&
+        memcmp(key, u->shown_key, sizeof(key)) != 0) {
         memcpy(u->shown_key, key, sizeof(key));
         frame(u, u->surf->pixels, u->surf->pitch / 4);
     }

@@ -53,8 +53,8 @@ TOKEN = "test-token"
 # ---------------------------------------------------------------- proxy
 
 class Proxy:
-    """Forwards GETs to the upstream server; counts them; can delay frames
-    and replace answers (mode: None, 'truncate', 'short', 'garbage-json',
+    """Forwards GETs to the upstream server; counts them; can slow frames
+    down to `rate` bytes/s and replace answers (mode: None, 'truncate', 'short', 'garbage-json',
     'frame-500', 'octet')."""
 
     def __init__(self, upstream_port):
@@ -62,7 +62,7 @@ class Proxy:
         self.count = 0
         self.paths = []
         self.mode = None
-        self.frame_delay = 0.0
+        self.rate = 0.0
         self.lock = threading.Lock()
         proxy = self
 
@@ -78,8 +78,6 @@ class Proxy:
                     proxy.paths.append(self.path)
                     mode = proxy.mode
                 is_frame = "/frames/" in self.path
-                if is_frame and proxy.frame_delay:
-                    time.sleep(proxy.frame_delay)
                 hdrs = {k: v for k, v in self.headers.items()
                         if k.lower() in ("accept", "authorization")}
                 c = http.client.HTTPConnection("127.0.0.1", proxy.upstream, timeout=60)
@@ -88,6 +86,9 @@ class Proxy:
                 body = r.read()
                 status, ctype = r.status, r.getheader("Content-Type", "")
                 c.close()
+                if is_frame and proxy.rate:  # a thin link for frames
+                    time.sleep(len(body) / proxy.rate)
+                is_frame = is_frame and not self.path.endswith("/rendered")
                 if mode == "truncate" and is_frame and status == 200:
                     body = body[:len(body) // 2]
                 elif mode == "short" and is_frame and status == 200:
@@ -115,12 +116,12 @@ class Proxy:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
-    def reset(self, mode=None, delay=0.0):
+    def reset(self, mode=None, rate=0.0):
         with self.lock:
             self.count = 0
             self.paths = []
             self.mode = mode
-            self.frame_delay = delay
+            self.rate = rate
 
     def close(self):
         self.httpd.shutdown()
@@ -547,7 +548,7 @@ cine off
 
     # 7. prefetch: first image before the series is complete; no request after
     print("-- prefetch", flush=True)
-    px.reset(delay=0.08)
+    px.reset(rate=100e3)  # 100 kB/s for frames: a raw 64x64x2 frame takes 82 ms
     d = ds["emri_small.dcm"]
     script = "wait-series\nrequests\n" + "".join("slice %d\nwait-slice\n" % k
                                                  for k in list(range(1, 11)) + list(range(9, 0, -1)))
@@ -556,16 +557,26 @@ cine off
     if c.check(r.rc == 0, "prefetch: %s" % r.err[-300:]):
         ev = {json.loads(l)["event"]: json.loads(l) for l in r.lines("{")}
         first, done = ev.get("first_image", {}).get("ms"), ev.get("series_complete", {}).get("ms")
+        paint = ev.get("first_paint", {}).get("ms")
         c.check(first is not None and done is not None and first < done,
                 "first image %s ms before series complete %s ms" % (first, done))
+        c.check(paint is not None and paint < first,
+                "the server-rendered preview painted first (%s ms, raw image %s ms)"
+                % (paint, first))
         req = [int(l.split()[1]) for l in r.lines("requests ")]
         c.check(len(req) == 2 and req[0] == req[1] == px.count,
                 "scrolling 19 slices after loading made no request: viewer counted %s, the "
                 "proxy saw %d" % (req, px.count))
-        frames = sum("/frames/" in p for p in px.paths)
-        c.check(frames == 10, "each of the 10 frames fetched once (%d)" % frames)
-        print("  first image %.1f ms, series complete %.1f ms (80 ms per frame, 2 transfers); "
-              "requests %s, proxy %d, frames %d" % (first, done, req, px.count, frames))
+        frames = sum("/frames/" in p and not p.endswith("/rendered") for p in px.paths)
+        rendered = sum(p.endswith("/rendered") for p in px.paths)
+        c.check(frames == 10 and rendered == 1,
+                "each of the 10 frames fetched once (%d), one preview (%d)" % (frames, rendered))
+        print("  first paint (rendered JPEG) %.1f ms, first image %.1f ms, series complete "
+              "%.1f ms (frames at 100 kB/s, 2 transfers); requests %s, proxy %d, raw frames %d"
+              % (paint, first, done, req, px.count, frames))
+    r = view(base, open_args(d) + ["--timing", "--no-preview"], work=work, script="wait-series\n")
+    c.check(r.rc == 0 and not r.lines('{"event":"first_paint"'),
+            "--no-preview: no rendered request, no first_paint line")
 
     # 8. bad answers
     print("-- bad answers", flush=True)
