@@ -595,16 +595,24 @@ void vw_reading_draw(vw_reading *r, SDL_Renderer *ren, vw_overlay *ov, int w, in
     corner(ov, bl, 3, 0, 1, w, h);
     corner(ov, br, 3, 1, 1, w, h);
     /* the series strip: a text list down the left edge */
+    r->strip_n = 0;
     if (r->nseries > 1) {
         int lh = vw_overlay_line_height(ov) + 2;
-        int y = h / 2 - (int)r->nseries * lh / 2;
-        for (size_t i = 0; i < r->nseries && i < 20; i++) {
+        int n = r->nseries < 20 ? (int)r->nseries : 20;
+        int y = h / 2 - n * lh / 2, wmax = 0;
+        for (int i = 0; i < n; i++) {
             const vw_rseries_info *si = &r->series[i];
             char b[200];
-            snprintf(b, sizeof(b), "%s%d %s %.40s (%d)", (int)i == r->cur ? "> " : "  ", si->number,
+            snprintf(b, sizeof(b), "%s%d %s %.40s (%d)", i == r->cur ? "> " : "  ", si->number,
                      si->modality, si->desc, si->ninst);
-            vw_overlay_label(ov, b, 8, y + (int)i * lh, (int)i == r->cur ? YELLOW : GREY);
+            int tw = vw_overlay_label(ov, b, 8, y + i * lh, i == r->cur ? YELLOW : GREY);
+            wmax = tw > wmax ? tw : wmax;
         }
+        /* where a click picks a series */
+        r->strip_n = n;
+        r->strip_y = y;
+        r->strip_lh = lh;
+        r->strip_w = wmax + 8;
     }
     if (r->status[0])
         label_right(ov, r->status, w - 8, h / 2, YELLOW);
@@ -756,6 +764,14 @@ int vw_reading_event(vw_reading *r, const SDL_Event *ev, int w, int h)
     case SDL_MOUSEBUTTONDOWN:
         if (r->drag)
             return 0;
+        if (ev->button.button == SDL_BUTTON_LEFT && r->strip_n && r->overlays &&
+            ev->button.x >= 4 && ev->button.x < r->strip_w + 4 && ev->button.y >= r->strip_y &&
+            ev->button.y < r->strip_y + r->strip_n * r->strip_lh) {
+            int i = (ev->button.y - r->strip_y) / r->strip_lh;
+            if (vw_reading_set_series(r, i) < 0)
+                snprintf(r->status, sizeof(r->status), "%s", cs_error_last());
+            return 1;
+        }
         r->drag = ev->button.button;
         r->drag_x = ev->button.x;
         r->drag_y = ev->button.y;

@@ -181,6 +181,8 @@ typedef struct {
     double drag_wc, drag_ww;
     /* the last frame's geometry: image px = (screen - off) / scale */
     double scale, offx, offy;
+    /* the series strip as last drawn (clicks pick a series) */
+    int strip_n, strip_y, strip_lh, strip_w;
     /* look-up table from stored value to grey */
     uint8_t *lut;
     size_t lut_n;

@@ -12,6 +12,7 @@
  *   invert                      toggle inversion
  *   rdrag X0 Y0 X1 Y1           right-drag (window/level); prints the window
  *   ruler X0 Y0 X1 Y1           left-drag (ruler); prints its length
+ *   click X Y                   left click (the series strip as last drawn)
  *   overlays on|off
  *   cine on|off                 (at FrameTime, default 10 fps)
  *   wait MS                     keep running (cine, loading) for MS ms
@@ -497,6 +498,11 @@ static int command(run *u, const char *cmd, char *args, const char *where)
         }
     } else if (strcmp(cmd, "invert") == 0) {
         r->invert = !r->invert;
+    } else if (strcmp(cmd, "click") == 0) {
+        if (nums(args, v, 2) < 0)
+            goto bad;
+        v[2] = v[0], v[3] = v[1];
+        drag(u, SDL_BUTTON_LEFT, v);
     } else if (strcmp(cmd, "rdrag") == 0 || strcmp(cmd, "ruler") == 0) {
         if (nums(args, v, 4) < 0)
             goto bad;

@@ -175,6 +175,15 @@ def make_series(work):
     p = os.path.join(work, "read_mr.dcm")
     mr.save_as(p, write_like_original=False)
     out.append(p)
+    mf = pydicom.dcmread(os.path.join(DICOM, "emri_small.dcm"))
+    mf.FrameTime = 50  # 20 fps
+    mf.StudyInstanceUID = pydicom.uid.generate_uid()
+    mf.SeriesInstanceUID = pydicom.uid.generate_uid()
+    mf.SOPInstanceUID = pydicom.uid.generate_uid()
+    mf.file_meta.MediaStorageSOPInstanceUID = mf.SOPInstanceUID
+    p = os.path.join(work, "emri_20fps.dcm")
+    mf.save_as(p, write_like_original=False)
+    out.append(p)
     dx = pydicom.dcmread(os.path.join(DICOM, "dx_image.dcm"))
     del dx[0x00280030]
     dx.StudyInstanceUID = pydicom.uid.generate_uid()
@@ -438,7 +447,7 @@ screenshot %s
     print("-- ruler", flush=True)
     cases = [("693_UNCR.dcm", ds["693_UNCR.dcm"], "mm"), ("dx_image.dcm", ds["dx_image.dcm"], "mm"),
              ("emri_small.dcm", ds["emri_small.dcm"], "px")]
-    dxi = pydicom.dcmread(made[-1])
+    dxi = pydicom.dcmread(made[-1])  # dx_imager_only.dcm
     cases.append(("dx imager-only", dxi, "mm (detector)"))
     for name, d, unit in cases:
         x0, y0, x1, y1 = 5, 7, d.Columns - 9, d.Rows - 13
@@ -486,6 +495,8 @@ screenshot %s
     script = "".join("slice %d\nstate\nscreenshot %s\n" % (k + 1, shot("ct%d" % k))
                      for k in range(5))
     script += "key PageDown\nwait-slice\nstate\nkey PageUp\nwait-slice\nstate\n"
+    # the series strip (overlays on), left edge around the middle: 2nd line
+    script += "overlays on\nscreenshot %s\nclick 20 69\nwait-slice\nstate\n" % shot("strip")
     r = view(base, ["--study", d0.StudyInstanceUID, "--size", "128x128"], work=work,
              script=script)
     if c.check(r.rc == 0, "slices: %s" % r.err[-300:]):
@@ -496,9 +507,10 @@ screenshot %s
             compare(c, png(shot("ct%d" % k)), window(order[k], order[k].pixel_array),
                     "slice %d = instance %d (z %g)" % (k + 1, order[k].InstanceNumber,
                                                       float(order[k].ImagePositionPatient[2])))
-        s1, s2 = r.state(5), r.state(6)
+        s1, s2, s3 = r.state(5), r.state(6), r.state(7)
         c.check(s1.get("series") == "2/2" and s2.get("series") == "1/2",
                 "Page Down / Page Up switch series: %s, %s" % (s1.get("series"), s2.get("series")))
+        c.check(s3.get("series") == "2/2", "a click on the series strip: %s" % s3.get("series"))
     d = ds["emri_small.dcm"]
     r = view(base, open_args(d), work=work, script="""
 wait-series
@@ -528,6 +540,18 @@ cine off
                 "cine at 10 fps moved %d frames in 450 ms (frame %s -> %s)" %
                 (moved, a["frame"], b["frame"]))
         print("  cine: %s fps, frame %s -> %s in 450 ms" % (b["fps"], a["frame"], b["frame"]))
+    mf = pydicom.dcmread(made[6])
+    r = view(base, open_args(mf), work=work, script="wait-series\nstate\ncine on\nwait 300\n"
+             "state\nkey Space\nstate\nwait 200\nstate\n")
+    if c.check(r.rc == 0, "cine at FrameTime: %s" % r.err[-300:]):
+        a, b, e1, e2 = (r.state(i) for i in range(4))
+        moved = int(b["slice"]) if "/" not in b["slice"] else int(b["slice"].split("/")[0]) - 1
+        c.check(b["fps"] == "20" and 4 <= moved <= 8,
+                "cine at FrameTime 50 ms (20 fps) moved %d frames in 300 ms" % moved)
+        c.check(e1["cine"] == "0" and e1["slice"] == e2["slice"],
+                "Space stops the cine (%s stays %s)" % (e1["slice"], e2["slice"]))
+        print("  cine at FrameTime 50 ms: %s fps, %d frames in 300 ms; Space stops it" %
+              (b["fps"], moved))
 
     # 6. the study list (browser)
     studies = json.loads(cshelp.urllib.request.urlopen(cshelp.urllib.request.Request(
