@@ -528,6 +528,151 @@ int load_pixels(cs_dicom *d)
     return load_fragments(d, seq);
 }
 
+// After DCMTK refused a buffer: walk its elements ourselves to name the one
+// that is wrong (DCMTK's condition text is only "Invalid stream"). Returns ""
+// when nothing specific is found (or the dataset is deflated).
+std::string diagnose(const uint8_t *p, size_t n)
+{
+    char msg[200];
+    size_t pos = 0;
+    bool explicit_vr = true, big = false, meta = false;
+    if (n >= 132 && memcmp(p + 128, "DICM", 4) == 0) {
+        pos = 132;
+        meta = true;
+    } else if (n >= 6 && !(p[4] >= 'A' && p[4] <= 'Z' && p[5] >= 'A' && p[5] <= 'Z')) {
+        explicit_vr = false;
+    }
+    std::string ts;
+    bool in_pixels = false;
+    std::vector<size_t> ends; // ends of the enclosing defined-length sequences/items
+    auto past_end = [&](size_t end, unsigned g, unsigned e, size_t at) {
+        while (!ends.empty() && at >= ends.back())
+            ends.pop_back();
+        if (!ends.empty() && end > ends.back()) {
+            snprintf(msg, sizeof msg,
+                     "(%04X,%04X) at offset %zu runs to offset %zu, past the end (%zu) of its "
+                     "sequence or item",
+                     g, e, at, end, ends.back());
+            return true;
+        }
+        return false;
+    };
+    auto u16 = [&](size_t o, bool be) {
+        return be ? (unsigned)(p[o] << 8 | p[o + 1]) : (unsigned)(p[o] | p[o + 1] << 8);
+    };
+    auto u32 = [&](size_t o, bool be) {
+        return be ? ((uint32_t)p[o] << 24 | (uint32_t)p[o + 1] << 16 | (uint32_t)p[o + 2] << 8 |
+                     p[o + 3])
+                  : rd32(p + o);
+    };
+    while (pos < n) {
+        if (pos + 8 > n) {
+            snprintf(msg, sizeof msg, "the file ends inside an element header at offset %zu", pos);
+            return msg;
+        }
+        unsigned g = u16(pos, big && !meta), e = u16(pos + 2, big && !meta);
+        if (meta && g != 0x0002) {
+            // end of the meta header: the dataset's encoding follows the syntax
+            meta = false;
+            if (ts == "1.2.840.10008.1.2.1.99")
+                return "";
+            explicit_vr = ts != "1.2.840.10008.1.2";
+            big = ts == "1.2.840.10008.1.2.2";
+            g = u16(pos, big);
+            e = u16(pos + 2, big);
+        }
+        bool be = big && !meta;
+        if (g == 0xFFFE) {
+            uint32_t len = u32(pos + 4, be);
+            if (e == 0xE000 && in_pixels && len != 0xFFFFFFFFu) {
+                if (len > n - pos - 8) {
+                    snprintf(msg, sizeof msg,
+                             "Pixel Data fragment at offset %zu declares %u bytes, only %zu "
+                             "remain",
+                             pos, len, n - pos - 8);
+                    return msg;
+                }
+                pos += 8 + len;
+            } else {
+                if (e == 0xE0DD)
+                    in_pixels = false;
+                if (e == 0xE000 && len != 0xFFFFFFFFu && len > n - pos - 8) {
+                    snprintf(msg, sizeof msg,
+                             "item at offset %zu declares %u bytes, only %zu remain", pos, len,
+                             n - pos - 8);
+                    return msg;
+                }
+                if (e == 0xE000 && len != 0xFFFFFFFFu) {
+                    if (past_end(pos + 8 + len, g, e, pos))
+                        return msg;
+                    ends.push_back(pos + 8 + len);
+                }
+                pos += 8; // step into items: their contents are elements
+            }
+            continue;
+        }
+        size_t hdr;
+        uint32_t len;
+        bool sq = false;
+        if (explicit_vr || meta) {
+            char vr[3] = {(char)p[pos + 4], (char)p[pos + 5], 0};
+            static const char *longvr[] = {"OB", "OW", "OF", "SQ", "UT", "UN", "OD",
+                                           "OL", "OV", "UC", "UR", "SV", "UV"};
+            bool lf = false;
+            for (const char *v : longvr)
+                lf = lf || strcmp(v, vr) == 0;
+            if (!(vr[0] >= 'A' && vr[0] <= 'Z' && vr[1] >= 'A' && vr[1] <= 'Z')) {
+                snprintf(msg, sizeof msg,
+                         "element (%04X,%04X) at offset %zu has no valid VR (explicit VR "
+                         "expected)",
+                         g, e, pos);
+                return msg;
+            }
+            sq = strcmp(vr, "SQ") == 0;
+            if (lf) {
+                if (pos + 12 > n) {
+                    snprintf(msg, sizeof msg,
+                             "the file ends inside the header of (%04X,%04X) at offset %zu", g, e,
+                             pos);
+                    return msg;
+                }
+                len = u32(pos + 8, be);
+                hdr = 12;
+            } else {
+                len = u16(pos + 6, be);
+                hdr = 8;
+            }
+        } else {
+            len = u32(pos + 4, be);
+            hdr = 8;
+            sq = len == 0xFFFFFFFFu;
+        }
+        if (len == 0xFFFFFFFFu) {
+            if (g == 0x7FE0 && e == 0x0010)
+                in_pixels = true;
+            pos += hdr;
+            continue;
+        }
+        if (len > n - pos - hdr) {
+            snprintf(msg, sizeof msg,
+                     "element (%04X,%04X) at offset %zu declares %u bytes, only %zu remain", g, e,
+                     pos, len, n - pos - hdr);
+            return msg;
+        }
+        if (past_end(pos + hdr + len, g, e, pos))
+            return msg;
+        if (sq)
+            ends.push_back(pos + hdr + len);
+        if (g == 0x0002 && e == 0x0010) {
+            ts.assign(reinterpret_cast<const char *>(p + pos + hdr), len);
+            while (!ts.empty() && (ts.back() == 0 || ts.back() == ' '))
+                ts.pop_back();
+        }
+        pos += sq ? hdr : hdr + len; // a defined-length sequence: step into its items
+    }
+    return "";
+}
+
 int parse(cs_dicom *d, const uint8_t *data, size_t len)
 {
     quiet_dcmtk();
@@ -540,11 +685,20 @@ int parse(cs_dicom *d, const uint8_t *data, size_t len)
     d->ff->transferInit();
     OFCondition c = d->ff->read(is, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
     d->ff->transferEnd();
-    if (c.bad())
-        return cs_error_set(CS_EFORMAT, "DICOM parse error: %s%s", c.text(),
-                            c == EC_StreamNotifyClient ? " (truncated file?)" : "");
+    if (c.bad()) {
+        std::string why = diagnose(data, len);
+        return cs_error_set(CS_EFORMAT, "DICOM parse error: %s%s%s", c.text(),
+                            why.empty() ? "" : ": ", why.c_str());
+    }
     if (d->ff->getDataset()->card() == 0)
         return cs_error_set(CS_EFORMAT, "not DICOM: no data elements");
+    {
+        // DCMTK repairs some inconsistent lengths silently (an item longer
+        // than its sequence); a file that needs repair is refused.
+        std::string why = diagnose(data, len);
+        if (!why.empty())
+            return cs_error_set(CS_EFORMAT, "DICOM structure error: %s", why.c_str());
+    }
     // Everything is in memory: make sure no value is read lazily later.
     c = d->ff->loadAllDataIntoMemory();
     if (c.bad())
@@ -1134,7 +1288,8 @@ int cs_dicom_to_json(cs_dicom *d, cs_buf **out)
         OFCondition c = copy.writeJson(os, fmt);
         if (c.bad())
             return cs_error_set(CS_EFORMAT, "JSON: %s", c.text());
-        std::string s = os.str();
+        // DcmDataset::writeJson writes the members; the object is ours.
+        std::string s = "{" + os.str() + "}";
         return cs_buf_new_copy(out, s.data(), s.size());
     })
 }
