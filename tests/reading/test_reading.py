@@ -184,6 +184,18 @@ def make_series(work):
     p = os.path.join(work, "emri_20fps.dcm")
     mf.save_as(p, write_like_original=False)
     out.append(p)
+    # a 16-bit MONOCHROME1 CR (12 bits stored, a real rescale): MR2_UNCR's
+    # pixels (the corpus' RG3 is JPEG 2000, which not every server decodes)
+    cr = pydicom.dcmread(os.path.join(DICOM, "MR2_UNCR.dcm"))
+    cr.PhotometricInterpretation = "MONOCHROME1"
+    cr.Modality = "CR"
+    cr.StudyInstanceUID = pydicom.uid.generate_uid()
+    cr.SeriesInstanceUID = pydicom.uid.generate_uid()
+    cr.SOPInstanceUID = pydicom.uid.generate_uid()
+    cr.file_meta.MediaStorageSOPInstanceUID = cr.SOPInstanceUID
+    p = os.path.join(work, "cr_mono1_16.dcm")
+    cr.save_as(p, write_like_original=False)
+    out.append(p)
     dx = pydicom.dcmread(os.path.join(DICOM, "dx_image.dcm"))
     del dx[0x00280030]
     dx.StudyInstanceUID = pydicom.uid.generate_uid()
@@ -377,6 +389,11 @@ def run_checks(c, srv, work):
         compare(c, png(shot(name)), window(d, arr),
                 "%s (%s, %s)" % (name, d.PhotometricInterpretation,
                                  "file window" if "WindowCenter" in d else "min-max"))
+    d = pydicom.dcmread(made[7])  # cr_mono1_16.dcm
+    r = view(base, open_args(d) + ["--screenshot", shot("cr")], work=work)
+    if c.check(r.rc == 0, "CR MONOCHROME1 16-bit: exit %d: %s" % (r.rc, r.err[-400:])):
+        compare(c, png(shot("cr")), window(d, d.pixel_array),
+                "cr_mono1_16 (MONOCHROME1, 12 of 16 bits, slope %s)" % d.RescaleSlope)
     d = ds["US1_UNCR.dcm"]
     r = view(base, open_args(d) + ["--screenshot", shot("us")], work=work)
     if c.check(r.rc == 0, "US RGB: exit %d %s" % (r.rc, r.err[-300:])):
