@@ -276,10 +276,13 @@ class NodeServer:
         """One storescu per file (each proposing its own syntax): a file the
         node refuses is reported, not fatal."""
         bad = []
+        propose = {"1.2.840.10008.1.2.4.90": ["-xv"], "1.2.840.10008.1.2.4.91": ["-xw"],
+                   "1.2.840.10008.1.2.4.70": ["-xs"], "1.2.840.10008.1.2.4.50": ["-xy"]}
         for p in paths:
-            r = subprocess.run(["storescu", "-aet", "MODALITY", "-aec", "CONSILIUM", "-R",
-                                "127.0.0.1", str(self.dport), p], capture_output=True,
-                               text=True, timeout=120)
+            ts = str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+            r = subprocess.run(["storescu", "-aet", "MODALITY", "-aec", "CONSILIUM", "-R"] +
+                               propose.get(ts, []) + ["127.0.0.1", str(self.dport), p],
+                               capture_output=True, text=True, timeout=120)
             if r.returncode != 0:
                 bad.append(os.path.basename(p))
                 print("  (storescu could not send %s: %s)" % (
