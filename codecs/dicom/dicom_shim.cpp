@@ -528,20 +528,57 @@ int load_pixels(cs_dicom *d)
     return load_fragments(d, seq);
 }
 
-// After DCMTK refused a buffer: walk its elements ourselves to name the one
-// that is wrong (DCMTK's condition text is only "Invalid stream"). Returns ""
-// when nothing specific is found (or the dataset is deflated).
-std::string diagnose(const uint8_t *p, size_t n)
+std::string walk(const uint8_t *p, size_t n, size_t pos, bool meta, bool explicit_vr, bool big);
+
+// Walk the element headers before DCMTK sees the buffer: every declared
+// length must fit in what is left (of the file, and of the enclosing
+// defined-length sequence or item), every explicit VR must be letters.
+// DCMTK 3.6.7 allocates a declared length before checking it in some paths
+// (an unknown VR read as implicit), and repairs some inconsistent lengths
+// silently; we refuse both, naming the element. Returns "" when sound.
+std::string check_structure(const uint8_t *p, size_t n)
+{
+    if (n >= 132 && memcmp(p + 128, "DICM", 4) == 0)
+        return walk(p, n, 132, true, true, false);
+    bool explicit_vr = !(n >= 6 && !(p[4] >= 'A' && p[4] <= 'Z' && p[5] >= 'A' && p[5] <= 'Z'));
+    return walk(p, n, 0, false, explicit_vr, false);
+}
+
+// A deflated dataset is inflated (at most 1 GiB) and walked.
+std::string walk_deflated(const uint8_t *p, size_t n)
+{
+    const size_t cap = (size_t)1 << 30;
+    std::vector<uint8_t> out;
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, -15) != Z_OK)
+        return "inflate: no memory";
+    z.next_in = const_cast<Bytef *>(p);
+    z.avail_in = (uInt)std::min(n, (size_t)UINT32_MAX);
+    int zr = Z_OK;
+    while (zr == Z_OK) {
+        size_t have = out.size();
+        if (have >= cap) {
+            inflateEnd(&z);
+            return "the deflated dataset expands beyond 1 GiB";
+        }
+        out.resize(std::min(cap, std::max(have * 2, (size_t)1 << 16)));
+        z.next_out = out.data() + have;
+        z.avail_out = (uInt)(out.size() - have);
+        zr = inflate(&z, Z_NO_FLUSH);
+        out.resize(out.size() - z.avail_out);
+        if (zr == Z_BUF_ERROR && z.avail_in == 0)
+            break; // truncated: walk what there is
+    }
+    inflateEnd(&z);
+    if (zr == Z_DATA_ERROR || zr == Z_MEM_ERROR)
+        return "the deflated dataset is corrupt";
+    return walk(out.data(), out.size(), 0, false, true, false);
+}
+
+std::string walk(const uint8_t *p, size_t n, size_t pos, bool meta, bool explicit_vr, bool big)
 {
     char msg[200];
-    size_t pos = 0;
-    bool explicit_vr = true, big = false, meta = false;
-    if (n >= 132 && memcmp(p + 128, "DICM", 4) == 0) {
-        pos = 132;
-        meta = true;
-    } else if (n >= 6 && !(p[4] >= 'A' && p[4] <= 'Z' && p[5] >= 'A' && p[5] <= 'Z')) {
-        explicit_vr = false;
-    }
     std::string ts;
     bool in_pixels = false;
     std::vector<size_t> ends; // ends of the enclosing defined-length sequences/items
@@ -575,7 +612,7 @@ std::string diagnose(const uint8_t *p, size_t n)
             // end of the meta header: the dataset's encoding follows the syntax
             meta = false;
             if (ts == "1.2.840.10008.1.2.1.99")
-                return "";
+                return walk_deflated(p + pos, n - pos);
             explicit_vr = ts != "1.2.840.10008.1.2";
             big = ts == "1.2.840.10008.1.2.2";
             g = u16(pos, big);
@@ -678,6 +715,9 @@ int parse(cs_dicom *d, const uint8_t *data, size_t len)
     quiet_dcmtk();
     if (len < 8)
         return cs_error_set(CS_EFORMAT, "not DICOM: %zu bytes", len);
+    std::string why = check_structure(data, len);
+    if (!why.empty())
+        return cs_error_set(CS_EFORMAT, "DICOM structure error: %s", why.c_str());
     d->ff = new DcmFileFormat();
     DcmInputBufferStream is;
     is.setBuffer(data, (offile_off_t)len);
@@ -685,20 +725,10 @@ int parse(cs_dicom *d, const uint8_t *data, size_t len)
     d->ff->transferInit();
     OFCondition c = d->ff->read(is, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
     d->ff->transferEnd();
-    if (c.bad()) {
-        std::string why = diagnose(data, len);
-        return cs_error_set(CS_EFORMAT, "DICOM parse error: %s%s%s", c.text(),
-                            why.empty() ? "" : ": ", why.c_str());
-    }
+    if (c.bad())
+        return cs_error_set(CS_EFORMAT, "DICOM parse error: %s", c.text());
     if (d->ff->getDataset()->card() == 0)
         return cs_error_set(CS_EFORMAT, "not DICOM: no data elements");
-    {
-        // DCMTK repairs some inconsistent lengths silently (an item longer
-        // than its sequence); a file that needs repair is refused.
-        std::string why = diagnose(data, len);
-        if (!why.empty())
-            return cs_error_set(CS_EFORMAT, "DICOM structure error: %s", why.c_str());
-    }
     // Everything is in memory: make sure no value is read lazily later.
     c = d->ff->loadAllDataIntoMemory();
     if (c.bad())
