@@ -89,41 +89,43 @@ static void close_study(vw_reading *r)
     r->slice = 0;
 }
 
-int vw_reading_open_study(vw_reading *r, const char *uid, const char *series)
+/* The network part of opening a study (any thread): its QIDO attributes
+ * and its series, sorted. @p cancel may be NULL. */
+static int fetch_study(vw_dw *dw, const char *uid, const atomic_int *cancel, vw_rstudy *study,
+                       vw_rseries_info **out, size_t *nout)
 {
-    close_study(r);
-    /* the study's own attributes (QIDO with a UID match) */
+    *out = NULL;
+    *nout = 0;
     char path[400];
     snprintf(path, sizeof(path), "/studies?StudyInstanceUID=%s", uid);
     json_t *j;
-    memset(&r->study, 0, sizeof(r->study));
-    snprintf(r->study.uid, sizeof(r->study.uid), "%s", uid);
+    memset(study, 0, sizeof(*study));
     int found = 0;
-    if (vw_dw_get_json(&r->dw, path, "the study", NULL, &j) == 0) {
+    if (vw_dw_get_json(dw, path, "the study", cancel, &j) == 0) {
         for (size_t i = 0; i < json_array_size(j); i++) {
             const json_t *o = json_array_get(j, i);
             const char *u = vw_dj_str(o, "0020000D");
             if (json_is_object(o) && u && strcmp(u, uid) == 0)
-                parse_study(&r->study, o), found = 1;
+                parse_study(study, o), found = 1;
         }
         json_decref(j);
     }
-    snprintf(r->study.uid, sizeof(r->study.uid), "%s", uid);
+    snprintf(study->uid, sizeof(study->uid), "%s", uid);
     snprintf(path, sizeof(path), "/studies/%s/series", uid);
     char what[120];
     snprintf(what, sizeof(what), "the study %s", uid); /* 404: "... not found" */
-    int rc = vw_dw_get_json(&r->dw, path, what, NULL, &j);
+    int rc = vw_dw_get_json(dw, path, what, cancel, &j);
     if (rc < 0)
         return rc;
-    size_t n = json_array_size(j);
-    r->series = calloc(n ? n : 1, sizeof(*r->series));
-    if (!r->series) {
+    size_t n = json_array_size(j), ns = 0;
+    vw_rseries_info *series = calloc(n ? n : 1, sizeof(*series));
+    if (!series) {
         json_decref(j);
         return cs_error_set(CS_ENOMEM, "out of memory");
     }
     for (size_t i = 0; i < n; i++) {
         const json_t *o = json_array_get(j, i);
-        vw_rseries_info *si = &r->series[r->nseries];
+        vw_rseries_info *si = &series[ns];
         if (!json_is_object(o))
             continue;
         vw_dj_copy(o, "0020000E", si->uid, sizeof(si->uid));
@@ -134,27 +136,135 @@ int vw_reading_open_study(vw_reading *r, const char *uid, const char *series)
         double d;
         si->number = vw_dj_num(o, "00200011", 0, &d) == 0 ? (int)d : 0;
         si->ninst = vw_dj_num(o, "00201209", 0, &d) == 0 ? (int)d : 0;
-        r->nseries++;
+        ns++;
     }
     json_decref(j);
-    if (r->nseries == 0)
+    if (ns == 0) {
+        free(series);
         return cs_error_set(CS_ENOTFOUND, "the study %s %s (at %s%s)", uid,
                             found ? "has no series" : "not found on the server: no series",
-                            r->dw.base, path);
-    qsort(r->series, r->nseries, sizeof(*r->series), cmp_series);
+                            dw->base, path);
+    }
+    qsort(series, ns, sizeof(*series), cmp_series);
+    *out = series;
+    *nout = ns;
+    return 0;
+}
+
+/* Adopt a fetched study (render thread) and open @p series (or the first). */
+static int apply_study(vw_reading *r, const vw_rstudy *study, vw_rseries_info *series, size_t n,
+                       const char *want)
+{
+    close_study(r);
+    r->study = *study;
+    r->series = series;
+    r->nseries = n;
     int first = 0;
-    if (series) {
+    if (want) {
         first = -1;
         for (size_t i = 0; i < r->nseries; i++)
-            if (strcmp(r->series[i].uid, series) == 0)
+            if (strcmp(r->series[i].uid, want) == 0)
                 first = (int)i;
         if (first < 0)
-            return cs_error_set(CS_ENOTFOUND, "the series %s is not in study %s (%zu series)",
-                                series, uid, r->nseries);
+            return cs_error_set(CS_ENOTFOUND, "the series %s is not in study %s (%zu series)", want,
+                                study->uid, r->nseries);
     }
     r->screen = VW_RSCREEN_READ;
     r->cur = -1;
     return vw_reading_set_series(r, first);
+}
+
+int vw_reading_open_study(vw_reading *r, const char *uid, const char *series)
+{
+    vw_rstudy st;
+    vw_rseries_info *si;
+    size_t n;
+    int rc = fetch_study(&r->dw, uid, NULL, &st, &si, &n);
+    if (rc < 0)
+        return rc;
+    return apply_study(r, &st, si, n, series);
+}
+
+/* ---- opening a study from the list without blocking the render thread ---- */
+
+struct vw_ropen {
+    vw_reading *r; /* for dw, wake: read-only on the worker */
+    char uid[72];
+    cs_thread *th;
+    atomic_int done, cancel;
+    int rc;
+    char err[600];
+    vw_rstudy study;
+    vw_rseries_info *series;
+    size_t n;
+};
+
+static void open_worker(void *userdata)
+{
+    vw_ropen *op = userdata;
+    op->rc = fetch_study(&op->r->dw, op->uid, &op->cancel, &op->study, &op->series, &op->n);
+    if (op->rc < 0)
+        snprintf(op->err, sizeof(op->err), "%s", cs_error_last());
+    atomic_store_explicit(&op->done, 1, memory_order_release);
+    if (op->r->wake)
+        op->r->wake(op->r->userdata);
+}
+
+static void open_free(vw_ropen *op)
+{
+    if (!op)
+        return;
+    atomic_store(&op->cancel, 1);
+    cs_thread_join(op->th);
+    free(op->series);
+    free(op);
+}
+
+int vw_reading_open_async(vw_reading *r, const char *uid)
+{
+    open_free(r->opening);
+    r->opening = NULL;
+    vw_ropen *op = calloc(1, sizeof(*op));
+    if (!op)
+        return cs_error_set(CS_ENOMEM, "out of memory");
+    op->r = r;
+    snprintf(op->uid, sizeof(op->uid), "%s", uid);
+    int rc = cs_thread_start(&op->th, "ropen", open_worker, op);
+    if (rc < 0) {
+        free(op);
+        return rc;
+    }
+    r->opening = op;
+    snprintf(r->status, sizeof(r->status), "opening the study...");
+    return 0;
+}
+
+/* The opener's result, once it is in (render thread). @return 1 when the
+ * screen changed. */
+static int open_poll(vw_reading *r)
+{
+    vw_ropen *op = r->opening;
+    if (!op || !atomic_load_explicit(&op->done, memory_order_acquire))
+        return 0;
+    cs_thread_join(op->th);
+    op->th = NULL;
+    r->opening = NULL;
+    r->status[0] = '\0';
+    int rc = op->rc;
+    if (rc == 0) {
+        rc = apply_study(r, &op->study, op->series, op->n, NULL);
+        op->series = NULL; /* adopted */
+        if (rc < 0)
+            snprintf(op->err, sizeof(op->err), "%s", cs_error_last());
+    }
+    if (rc < 0) {
+        snprintf(r->status, sizeof(r->status), "%.290s", op->err);
+        cs_log(NULL, CS_LOG_ERROR, "%s", op->err);
+        close_study(r);
+        r->screen = VW_RSCREEN_STUDIES;
+    }
+    free(op);
+    return 1;
 }
 
 int vw_reading_open(vw_reading *r)
@@ -172,6 +282,8 @@ int vw_reading_open(vw_reading *r)
 
 void vw_reading_close(vw_reading *r)
 {
+    open_free(r->opening);
+    r->opening = NULL;
     close_study(r);
     free(r->studies);
     r->studies = NULL;
@@ -494,6 +606,8 @@ static void draw_studies(vw_reading *r, vw_overlay *ov, int w, int h)
 {
     int lh = vw_overlay_line_height(ov) + 4;
     vw_overlay_label(ov, "Studies  (Up/Down, Enter opens, Q quits)", 16, 12, YELLOW);
+    if (r->status[0])
+        vw_overlay_label(ov, r->status, 16, h - lh - 8, YELLOW);
     int rows = (h - 60) / lh;
     int first = r->study_sel >= rows ? r->study_sel - rows + 1 : 0;
     for (int i = first; i < (int)r->nstudies && i - first < rows; i++) {
@@ -659,12 +773,8 @@ static int key_studies(vw_reading *r, SDL_Keycode k)
         return 1;
     case SDLK_RETURN:
     case SDLK_KP_ENTER:
-        if (n > 0 && vw_reading_open_study(r, r->studies[r->study_sel].uid, NULL) < 0) {
+        if (n > 0 && vw_reading_open_async(r, r->studies[r->study_sel].uid) < 0)
             snprintf(r->status, sizeof(r->status), "%s", cs_error_last());
-            cs_log(NULL, CS_LOG_ERROR, "%s", cs_error_last());
-            close_study(r);
-            r->screen = VW_RSCREEN_STUDIES;
-        }
         return 1;
     case SDLK_q:
     case SDLK_ESCAPE:
@@ -817,7 +927,7 @@ int vw_reading_event(vw_reading *r, const SDL_Event *ev, int w, int h)
 
 int vw_reading_tick(vw_reading *r)
 {
-    int dirty = 0;
+    int dirty = open_poll(r);
     vw_rseries *s = ready_series(r);
     if (r->cine && s && s->nslices > 1) {
         const vw_rinst *in = &s->inst[s->slices[r->slice].inst];

@@ -149,6 +149,9 @@ typedef struct {
 
 enum { VW_RSCREEN_STUDIES, VW_RSCREEN_READ };
 
+/** A study being opened from the list by a worker ("ropen"). */
+typedef struct vw_ropen vw_ropen;
+
 typedef struct {
     vw_ropts o;
     vw_dw dw;
@@ -158,6 +161,7 @@ typedef struct {
     vw_rstudy *studies;
     size_t nstudies;
     int study_sel;
+    vw_ropen *opening; /**< Enter on the list: the study's QIDO off this thread */
     /* the open study */
     vw_rstudy study;
     vw_rseries_info *series;
@@ -209,6 +213,9 @@ void vw_reading_close(vw_reading *r);
 /** Open study @p uid (blocking: its series list), then its first series
  *  (or @p series when given). */
 int vw_reading_open_study(vw_reading *r, const char *uid, const char *series);
+/** Open study @p uid from the list without blocking: a worker asks for its
+ *  series; vw_reading_tick() adopts them (or shows why not). */
+int vw_reading_open_async(vw_reading *r, const char *uid);
 /** Switch to series index @p i (its loader starts or resumes). */
 int vw_reading_set_series(vw_reading *r, int i);
 void vw_reading_set_slice(vw_reading *r, int i);

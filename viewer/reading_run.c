@@ -244,8 +244,13 @@ static void wake_window(void *userdata)
 static int slice_settled(run *u, int print)
 {
     vw_reading *r = &u->r;
-    if (r->screen == VW_RSCREEN_STUDIES)
-        return 1;
+    if (r->opening)
+        return 0; /* a study is being opened from the list */
+    if (r->screen == VW_RSCREEN_STUDIES) {
+        if (r->status[0] && print) /* the study did not open */
+            fprintf(stderr, "consilium-view: %s\n", r->status);
+        return r->status[0] ? -1 : 1;
+    }
     vw_rseries *s = vw_reading_series(r);
     if (!s)
         return -1;
@@ -470,12 +475,9 @@ static int command(run *u, const char *cmd, char *args, const char *where)
         ev.key.state = SDL_PRESSED;
         ev.key.keysym.sym = k;
         ev.key.keysym.scancode = SDL_GetScancodeFromKey(k);
-        int was = r->screen;
         feed(u, &ev);
-        if (was == VW_RSCREEN_STUDIES && r->screen == VW_RSCREEN_STUDIES && r->status[0]) {
-            fprintf(stderr, "consilium-view: %s\n", r->status); /* the study did not open */
-            return 1;
-        }
+        if (r->opening) /* Return on the list: wait for the study and its first image */
+            return wait_for(u, slice_settled);
     } else if (strcmp(cmd, "wheel") == 0) {
         if (nums(args, v, 1) < 0)
             goto bad;

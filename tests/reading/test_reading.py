@@ -97,6 +97,8 @@ class Proxy:
                             b"\x01\x02" * 100 + b"\r\n--" + b + b"--\r\n")
                 elif mode == "garbage-json" and self.path.endswith("/metadata"):
                     body, ctype = b'[{"00280010": {"vr": "US", "Value": [12', "application/dicom+json"
+                elif mode == "garbage-series" and self.path.endswith("/series"):
+                    body, ctype = b"<html>oops</html>", "application/dicom+json"
                 elif mode == "octet" and is_frame and status == 200:
                     ctype = "application/octet-stream"
                 elif mode == "frame-500" and is_frame:
@@ -640,6 +642,12 @@ cine off
         c.check(r.rc == 1 and all(w in r.err for w in words),
                 "%s: exit %d, message %r" % (what, r.rc, msg[:300]))
         print("  %-20s exit %d: %s" % (what, r.rc, msg[:200]), flush=True)
+    px.reset(mode="garbage-series")
+    r = view(base, ["--size", "400x300"], work=work, script="key Return\nstate\n")
+    c.check(r.rc == 1 and "not valid JSON" in r.err and not r.lines("state"),
+            "a study opened from the list whose series answer is garbage: exit %d, %r"
+            % (r.rc, r.err.strip()[-200:]))
+    print("  list -> bad series  exit %d: %s" % (r.rc, r.err.strip()[-160:]))
     px.reset()
     dead = cshelp.free_port()
     r = view("http://127.0.0.1:%d/dicomweb" % dead, ["--screenshot", shot("bad")], work=work)
