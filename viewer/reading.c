@@ -311,8 +311,10 @@ int vw_reading_set_series(vw_reading *r, int i)
         return 0;
     if (i == r->cur)
         return 0;
-    if (r->cur >= 0 && (size_t)r->cur < r->nseries)
+    if (r->cur >= 0 && (size_t)r->cur < r->nseries) {
         vw_rseries_pause(r->series[r->cur].s);
+        r->series[r->cur].slice = r->slice; /* back there on return */
+    }
     r->cur = i;
     r->slice = 0;
     r->wl_set = 0;
@@ -326,7 +328,8 @@ int vw_reading_set_series(vw_reading *r, int i)
         if (rc < 0)
             return rc;
     } else {
-        vw_rseries_set_current(si->s, 0);
+        r->slice = si->slice;
+        vw_rseries_set_current(si->s, r->slice);
         return vw_rseries_resume(si->s);
     }
     return 0;
@@ -645,6 +648,23 @@ void vw_reading_draw(vw_reading *r, SDL_Renderer *ren, vw_overlay *ov, int w, in
             vw_overlay_label(ov, b, (int)lround(x1) + 6, (int)lround(y1) + 6, YELLOW);
         }
     }
+    /* what stands in for the image: shown with overlays off too (a shown
+     * image has none of these) */
+    if (ready) {
+        const vw_rslice *cs = &s->slices[r->slice];
+        int stt = atomic_load(&cs->state);
+        if (stt == VW_SLICE_FAILED)
+            vw_overlay_label(ov, cs->err ? cs->err : "this image failed", 8, h / 2, YELLOW);
+        else if (stt != VW_SLICE_READY && atomic_load(&cs->pstate) == VW_SLICE_READY)
+            vw_overlay_label(ov, "preview (server-rendered); loading the image...", 8, h / 2,
+                             YELLOW);
+        else if (stt != VW_SLICE_READY)
+            vw_overlay_label(ov, "loading this image...", 8, h / 2, YELLOW);
+    } else if (s && atomic_load(&s->ready) < 0) {
+        vw_overlay_label(ov, s->err, 8, h / 2, YELLOW);
+    } else {
+        vw_overlay_label(ov, "loading the series...", 8, h / 2, YELLOW);
+    }
     if (!r->overlays)
         return;
     char tl[4][160] = {{0}}, tr[4][160] = {{0}}, bl[4][160] = {{0}}, br[4][160] = {{0}};
@@ -689,20 +709,6 @@ void vw_reading_draw(vw_reading *r, SDL_Renderer *ren, vw_overlay *ov, int w, in
             snprintf(br[1], sizeof(br[1]), "inverted");
         if (in->spacing_kind == VW_SPACING_IMAGER)
             snprintf(br[2], sizeof(br[2]), "spacing: detector (Imager Pixel Spacing)");
-    } else if (s && atomic_load(&s->ready) < 0) {
-        snprintf(bl[0], sizeof(bl[0]), "error: %.150s", s->err);
-    } else {
-        snprintf(bl[0], sizeof(bl[0]), "loading the series...");
-    }
-    if (ready) {
-        int stt = atomic_load(&sl->state);
-        if (stt == VW_SLICE_FAILED)
-            vw_overlay_label(ov, sl->err ? sl->err : "this image failed", 8, h / 2, YELLOW);
-        else if (stt != VW_SLICE_READY && atomic_load(&sl->pstate) == VW_SLICE_READY)
-            vw_overlay_label(ov, "preview (server-rendered); loading the image...", 8, h / 2,
-                             YELLOW);
-        else if (stt != VW_SLICE_READY)
-            vw_overlay_label(ov, "loading this image...", 8, h / 2, YELLOW);
     }
     corner(ov, tl, 3, 0, 0, w, h);
     corner(ov, tr, 3, 1, 0, w, h);
@@ -861,8 +867,11 @@ int vw_reading_event(vw_reading *r, const SDL_Event *ev, int w, int h)
         return r->screen == VW_RSCREEN_STUDIES ? key_studies(r, ev->key.keysym.sym)
                                                : key_read(r, ev->key.keysym.sym);
     }
-    if (r->screen != VW_RSCREEN_READ)
+    if (r->screen != VW_RSCREEN_READ) {
+        if (ev->type == SDL_MOUSEWHEEL && ev->wheel.y)
+            return key_studies(r, ev->wheel.y > 0 ? SDLK_UP : SDLK_DOWN);
         return 0;
+    }
     switch (ev->type) {
     case SDL_MOUSEWHEEL: {
         int d = ev->wheel.y;

@@ -134,6 +134,7 @@ typedef struct {
     int number;
     char desc[128];
     int ninst;
+    int slice;     /**< the slice shown when the user left the series */
     vw_rseries *s; /**< loaded on first view, kept while the study is open */
 } vw_rseries_info;
 

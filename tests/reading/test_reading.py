@@ -532,6 +532,8 @@ screenshot %s
         s1, s2, s3 = r.state(5), r.state(6), r.state(7)
         c.check(s1.get("series") == "2/2" and s2.get("series") == "1/2",
                 "Page Down / Page Up switch series: %s, %s" % (s1.get("series"), s2.get("series")))
+        c.check(s2.get("slice") == "5/5", "back on series 1, its slice is kept: %s"
+                % s2.get("slice"))
         c.check(s3.get("series") == "2/2", "a click on the series strip: %s" % s3.get("series"))
     d = ds["emri_small.dcm"]
     r = view(base, open_args(d), work=work, script="""
