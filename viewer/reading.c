@@ -451,10 +451,12 @@ static void fill(uint32_t *fb, int pitch, int w, int h, uint32_t c)
  * and the screen rectangle [x0, x1] x [y0, y1] its pixels cover. */
 static void fit(vw_reading *r, int cols, int rows, int w, int h, int *x0, int *y0, int *x1, int *y1)
 {
-    double sc = fmin((double)w / cols, (double)h / rows);
+    double zoom = r->zoom > 0 ? r->zoom : 1;
+    double sc = fmin((double)w / cols, (double)h / rows) * zoom;
     r->scale = sc;
-    r->offx = (w - cols * sc) / 2;
-    r->offy = (h - rows * sc) / 2;
+    r->offx = (w - cols * sc) / 2 + r->panx;
+    r->offy = (h - rows * sc) / 2 + r->pany;
+    r->view_w = w, r->view_h = h, r->img_cols = cols, r->img_rows = rows;
     *x0 = (int)ceil(r->offx - 0.5), *x1 = (int)floor(r->offx + cols * sc - 0.5);
     *y0 = (int)ceil(r->offy - 0.5), *y1 = (int)floor(r->offy + rows * sc - 0.5);
     *x0 = *x0 < 0 ? 0 : *x0;
@@ -752,13 +754,37 @@ void vw_reading_state_line(const vw_reading *r, char *out, size_t n)
     snprintf(
         out, n,
         "state study=%s series=%d/%zu slice=%d/%zu instance=%s frame=%d pos=%g wl=%g/%g preset=%s "
-        "invert=%d overlays=%d cine=%d fps=%g loaded=%d/%zu",
+        "invert=%d overlays=%d cine=%d fps=%g zoom=%g loaded=%d/%zu",
         r->study.uid, r->cur + 1, r->nseries, r->slice + 1, s->nslices, in->sop, sl->frame, sl->pos,
         r->wc, r->ww, r->preset[0] ? r->preset : "-", r->invert, r->overlays, r->cine, fps,
-        atomic_load(&s->loaded), s->nslices);
+        r->zoom > 0 ? r->zoom : 1, atomic_load(&s->loaded), s->nslices);
 }
 
 /* ---- input ---- */
+
+void vw_reading_zoom(vw_reading *r, double zoom, double sx, double sy)
+{
+    zoom = zoom < 0.1 ? 0.1 : zoom > 64 ? 64 : zoom;
+    if (!(r->scale > 0) || !r->img_cols) { /* nothing shown yet */
+        r->zoom = zoom;
+        return;
+    }
+    /* keep the image point under (sx, sy) there */
+    double fitsc = r->scale / (r->zoom > 0 ? r->zoom : 1);
+    double ix = (sx - r->offx) / r->scale, iy = (sy - r->offy) / r->scale;
+    double sc = fitsc * zoom;
+    r->zoom = zoom;
+    r->panx = sx - ix * sc - (r->view_w - r->img_cols * sc) / 2;
+    r->pany = sy - iy * sc - (r->view_h - r->img_rows * sc) / 2;
+    r->scale = sc;
+    r->offx = sx - ix * sc;
+    r->offy = sy - iy * sc;
+}
+
+static void zoom_centre(vw_reading *r, double f)
+{
+    vw_reading_zoom(r, (r->zoom > 0 ? r->zoom : 1) * f, r->view_w / 2.0, r->view_h / 2.0);
+}
 
 static void to_image(const vw_reading *r, int sx, int sy, double *ix, double *iy)
 {
@@ -836,6 +862,19 @@ static int key_read(vw_reading *r, SDL_Keycode k)
     case SDLK_o:
         r->overlays = !r->overlays;
         return 1;
+    case SDLK_PLUS:
+    case SDLK_EQUALS:
+    case SDLK_KP_PLUS:
+        zoom_centre(r, 1.25);
+        return 1;
+    case SDLK_MINUS:
+    case SDLK_KP_MINUS:
+        zoom_centre(r, 1 / 1.25);
+        return 1;
+    case SDLK_f:
+        r->zoom = 1;
+        r->panx = r->pany = 0;
+        return 1;
     case SDLK_SPACE:
         start_cine(r, !r->cine);
         return 1;
@@ -877,6 +916,12 @@ int vw_reading_event(vw_reading *r, const SDL_Event *ev, int w, int h)
         int d = ev->wheel.y;
         if (ev->wheel.direction == SDL_MOUSEWHEEL_FLIPPED)
             d = -d;
+        if (SDL_GetModState() & KMOD_CTRL) { /* zoom about the cursor */
+            int mx, my;
+            SDL_GetMouseState(&mx, &my);
+            vw_reading_zoom(r, (r->zoom > 0 ? r->zoom : 1) * pow(1.25, d), mx, my);
+            return d != 0;
+        }
         vw_reading_set_slice(r, r->slice - d);
         return d != 0;
     }
@@ -905,6 +950,9 @@ int vw_reading_event(vw_reading *r, const SDL_Event *ev, int w, int h)
             r->ry1 = r->ry0;
             r->ruler = 1;
             return 1;
+        } else if (r->drag == SDL_BUTTON_MIDDLE) {
+            r->drag_wc = r->panx; /* pan: where it started */
+            r->drag_ww = r->pany;
         } else {
             r->drag = 0;
         }
@@ -923,6 +971,10 @@ int vw_reading_event(vw_reading *r, const SDL_Event *ev, int w, int h)
             dirty = 1;
         } else if (r->drag == SDL_BUTTON_LEFT) {
             to_image(r, x, y, &r->rx1, &r->ry1);
+            dirty = 1;
+        } else if (r->drag == SDL_BUTTON_MIDDLE) {
+            r->panx = r->drag_wc + (x - r->drag_x);
+            r->pany = r->drag_ww + (y - r->drag_y);
             dirty = 1;
         }
         if (ev->type == SDL_MOUSEBUTTONUP && ev->button.button == r->drag)

@@ -184,8 +184,11 @@ typedef struct {
     int drag; /**< 0, SDL_BUTTON_LEFT (ruler), SDL_BUTTON_RIGHT (window) */
     int drag_x, drag_y;
     double drag_wc, drag_ww;
+    /* zoom (1: the image fitted) and pan (screen px) */
+    double zoom, panx, pany;
     /* the last frame's geometry: image px = (screen - off) / scale */
     double scale, offx, offy;
+    int view_w, view_h, img_cols, img_rows;
     /* the series strip as last drawn (clicks pick a series) */
     int strip_n, strip_y, strip_lh, strip_w;
     /* look-up table from stored value to grey */
@@ -223,6 +226,9 @@ void vw_reading_set_slice(vw_reading *r, int i);
 /** The current series, or NULL. */
 vw_rseries *vw_reading_series(const vw_reading *r);
 void vw_reading_set_window(vw_reading *r, double c, double w, const char *name);
+/** Zoom to @p zoom times the fit, keeping the image point under screen
+ *  point (@p sx, @p sy) where it is. */
+void vw_reading_zoom(vw_reading *r, double zoom, double sx, double sy);
 /** Preset by name: brain, lung, bone, abdomen, file. @return 0 or -1. */
 int vw_reading_preset(vw_reading *r, const char *name);
 /** Compose the view into @p fb (XRGB, @p pitch pixels per row).

@@ -13,6 +13,8 @@
  *   rdrag X0 Y0 X1 Y1           right-drag (window/level); prints the window
  *   ruler X0 Y0 X1 Y1           left-drag (ruler); prints its length
  *   click X Y                   left click (the series strip as last drawn)
+ *   zoom Z [X Y]                Z times the fit, about (X, Y) (default: the centre)
+ *   mdrag X0 Y0 X1 Y1           middle-drag (pan)
  *   overlays on|off
  *   cine on|off                 (at FrameTime, default 10 fps)
  *   wait MS                     keep running (cine, loading) for MS ms
@@ -65,6 +67,7 @@ static void usage(FILE *f)
                "keys: Up/Down or wheel: slice; PageUp/PageDown/Tab: series; 1-4: brain, lung,\n"
                "  bone, abdomen; 0: the file's window; I invert; O overlays; Space cine;\n"
                "  right-drag: window (horizontal width, vertical level); left-drag: ruler;\n"
+               "  +/- or Ctrl+wheel zoom, middle-drag pans, F fits;\n"
                "  Esc: back to the study list; Q quits.\n");
 }
 
@@ -217,7 +220,7 @@ typedef struct {
     SDL_Renderer *ren;
     vw_overlay *ov;
     int64_t deadline;
-    double shown_key[6]; /* what the last headless frame showed */
+    double shown_key[9]; /* what the last headless frame showed */
     /* window */
     uint32_t wake_event;
     atomic_int wake_pending;
@@ -307,8 +310,9 @@ static void redraw_if_changed(run *u)
         return;
     int st = atomic_load(&s->slices[r->slice].state);
     int pst = atomic_load(&s->slices[r->slice].pstate);
-    double key[6] = {(double)r->cur, (double)r->slice, (double)(st * 8 + pst), r->wc,
-                     r->ww,          r->invert};
+    double key[9] = {
+        (double)r->cur, (double)r->slice, (double)(st * 8 + pst), r->wc, r->ww, r->invert, r->zoom,
+        r->panx,        r->pany};
     if ((st == VW_SLICE_READY || pst == VW_SLICE_READY) &&
         memcmp(key, u->shown_key, sizeof(key)) != 0) {
         memcpy(u->shown_key, key, sizeof(key));
@@ -500,6 +504,22 @@ static int command(run *u, const char *cmd, char *args, const char *where)
         }
     } else if (strcmp(cmd, "invert") == 0) {
         r->invert = !r->invert;
+    } else if (strcmp(cmd, "zoom") == 0) {
+        int k = nums(args, v, 1) == 0 ? 1 : nums(args, v, 3) == 0 ? 3 : 0;
+        if (!k || !(v[0] > 0))
+            goto bad;
+        int rc = shown(u);
+        if (rc)
+            return rc;
+        vw_reading_zoom(r, v[0], k == 3 ? v[1] : u->surf->w / 2.0,
+                        k == 3 ? v[2] : u->surf->h / 2.0);
+    } else if (strcmp(cmd, "mdrag") == 0) {
+        if (nums(args, v, 4) < 0)
+            goto bad;
+        int rc = shown(u);
+        if (rc)
+            return rc;
+        drag(u, SDL_BUTTON_MIDDLE, v);
     } else if (strcmp(cmd, "click") == 0) {
         if (nums(args, v, 2) < 0)
             goto bad;

@@ -492,6 +492,34 @@ screenshot %s
                 "%s ruler %.4f %s, want %.4f %s" % (name, length, got_unit, want, unit))
         print("  %-16s %.4f %s (want %.4f %s)" % (name, length, got_unit, want, unit), flush=True)
 
+    # zoom and pan: nearest neighbour, the ruler still in image pixels
+    d = ds["693_UNCR.dcm"]
+    ref = window(d, d.pixel_array)
+    r = view(base, open_args(d), work=work, script="""
+zoom 2
+screenshot %s
+ruler 0 0 200 100
+key Delete
+mdrag 100 100 150 120
+state
+screenshot %s
+key F
+screenshot %s
+""" % (shot("z2"), shot("z2pan"), shot("zfit")))
+    if c.check(r.rc == 0, "zoom: %s" % r.err[-300:]):
+        up = lambda a: np.repeat(np.repeat(a, 2, 0), 2, 1)  # noqa: E731
+        compare(c, png(shot("z2")), up(ref[128:384, 128:384]), "693 zoom 2 about the centre")
+        compare(c, png(shot("z2pan")), up(ref[118:374, 103:359]),
+                "693 zoom 2, middle-drag +50,+20 px")
+        compare(c, png(shot("zfit")), ref, "693 F fits again")
+        ls = r.lines("ruler ")
+        sp = d.PixelSpacing
+        want = np.hypot(100 * float(sp[1]), 50 * float(sp[0]))
+        got = float(ls[0].split()[1]) if ls else -1
+        c.check(abs(got - want) <= 1e-3, "ruler at zoom 2: 200x100 screen px = 100x50 image px "
+                "= %.4f mm (want %.4f)" % (got, want))
+        c.check(r.state().get("zoom") == "2", "state zoom=2: %s" % r.state().get("zoom"))
+
     # 4. overlays only in the corners
     print("-- overlays", flush=True)
     d = ds["693_UNCR.dcm"]
