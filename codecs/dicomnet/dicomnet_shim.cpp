@@ -32,8 +32,6 @@
 #include "dcmtk/dcmdata/dcuid.h"
 #include "dcmtk/dcmjpeg/djdecode.h"
 #include "dcmtk/dcmjpeg/djencode.h"
-#include "dcmtk/dcmjpls/djdecode.h"
-#include "dcmtk/dcmjpls/djencode.h"
 #include "dcmtk/dcmnet/assoc.h"
 #include "dcmtk/dcmnet/dimse.h"
 #include "dcmtk/dcmnet/dul.h"
@@ -75,11 +73,12 @@ void init_dcmtk(void)
     setenv("TCP_NODELAY", "1", 0);
     dcmDisableGethostbyaddr.set(OFTrue);
     dcmConnectionTimeout.set(10);
+    /* No dcmjpls here: its bundled CharLS exports the same symbols as the
+     * system CharLS cs_dicom links, and the calls would cross. JPEG-LS and
+     * other re-encodings go through cs_dicom_transcode() (cs_dimse_send_file). */
     OFLog::configure(OFLogger::ERROR_LOG_LEVEL);
     DJDecoderRegistration::registerCodecs();
     DJEncoderRegistration::registerCodecs();
-    DJLSDecoderRegistration::registerCodecs();
-    DJLSEncoderRegistration::registerCodecs();
     DcmRLEDecoderRegistration::registerCodecs();
     DcmRLEEncoderRegistration::registerCodecs();
 }
@@ -207,6 +206,13 @@ int describe(const char *path, const T_DIMSE_C_StoreRQ &req, cs_dicomnet_instanc
         return CS_DICOMNET_CANNOT_UNDERSTAND;
     }
     DcmDataset *ds = ff.getDataset();
+    /* Values over 4 KB are read lazily: load them now, so a dataset cut
+     * short (or an element longer than the file) is refused here. */
+    c = ds->loadAllDataIntoMemory();
+    if (c.bad()) {
+        why = std::string("dataset is truncated or has a bad length: ") + c.text();
+        return CS_DICOMNET_CANNOT_UNDERSTAND;
+    }
     get(ds, DCM_SOPClassUID, inst->sop_class, sizeof(inst->sop_class));
     get(ds, DCM_SOPInstanceUID, inst->sop_uid, sizeof(inst->sop_uid));
     get(ds, DCM_StudyInstanceUID, inst->study_uid, sizeof(inst->study_uid));
@@ -843,6 +849,15 @@ extern "C" int cs_dicomnet_echo(cs_dicomnet_assoc *a, int *status)
         return 0;
     } catch (...) {
         return cs_error_set(CS_EIO, "DCMTK failed in C-ECHO");
+    }
+}
+
+extern "C" int cs_dicomnet_accepted(cs_dicomnet_assoc *a, const char *sop_class, const char *ts)
+{
+    try {
+        return ASC_findAcceptedPresentationContextID(a->assoc, sop_class, ts) != 0;
+    } catch (...) {
+        return 0;
     }
 }
 

@@ -479,6 +479,7 @@ static int cmd_send(int argc, char **argv)
                 syntaxes[nt++] = l.syntaxes[i];
         }
     }
+    const char *tmpdir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     int failed = 0, sent = 0;
     int64_t sent_bytes = 0;
     int64_t t0 = cs_clock_ns(), last = 0;
@@ -499,7 +500,7 @@ static int cmd_send(int argc, char **argv)
     }
     for (int i = 0; rc == 0 && i < l.n; i++) {
         int status = 0;
-        int r = cs_dicomnet_store_file(a, l.paths[i], want, &status, NULL);
+        int r = cs_dimse_send_file(a, l.paths[i], want, tmpdir, &status, NULL);
         struct stat st;
         if (r == 0 && status == 0) {
             sent++;

@@ -25,6 +25,7 @@
 #include <jansson.h>
 
 #include "cs/db.h"
+#include "cs/dicom.h"
 #include "cs/dicomnet.h"
 #include "cs/err.h"
 #include "cs/log.h"
@@ -144,6 +145,52 @@ const char *cs_dimse_ts_from_name(const char *name)
         if (!strcmp(map[i].name, name))
             return map[i].uid;
     return uid_ok(name) ? name : NULL;
+}
+
+int cs_dimse_send_file(cs_dicomnet_assoc *a, const char *path, const char *want_ts,
+                       const char *tmp_dir, int *status, char *sent_ts)
+{
+    char sop[65], ts[65];
+    int r = cs_dicomnet_file_probe(path, sop, ts);
+    if (r < 0)
+        return r;
+    const char *target = NULL;
+    if (want_ts && *want_ts && cs_dicomnet_accepted(a, sop, want_ts))
+        target = want_ts;
+    else if (cs_dicomnet_accepted(a, sop, ts))
+        target = ts;
+    else if (cs_dicomnet_accepted(a, sop, CS_DICOM_TS_EXPLICIT_LE))
+        target = CS_DICOM_TS_EXPLICIT_LE;
+    else if (cs_dicomnet_accepted(a, sop, CS_DICOM_TS_IMPLICIT_LE))
+        target = CS_DICOM_TS_IMPLICIT_LE;
+    else
+        return cs_error_set(CS_EINVAL, "%s: the peer accepted no context for SOP class %s", path,
+                            sop);
+    if (!strcmp(target, ts))
+        return cs_dicomnet_store_file(a, path, NULL, status, sent_ts);
+    /* Re-encode with cs_dicom (CharLS, TurboJPEG, native) into a temp file. */
+    static atomic_uint counter;
+    char tmp[PATH_CAP];
+    snprintf(tmp, sizeof(tmp), "%s/.send-%ld-%u.dcm", tmp_dir ? tmp_dir : "/tmp", (long)getpid(),
+             atomic_fetch_add(&counter, 1));
+    cs_dicom *d = NULL;
+    cs_dicom_transcode_opts to = CS_DICOM_TRANSCODE_OPTS_INIT;
+    to.transfer_syntax = target;
+    r = cs_dicom_open(&d, path);
+    if (r == 0)
+        r = cs_dicom_transcode(d, &to);
+    if (r == 0)
+        r = cs_dicom_save(d, tmp);
+    cs_dicom_free(d);
+    if (r == CS_EINVAL) /* not a cs_dicom target (J2K, RLE...): DCMTK's codecs */
+        return cs_dicomnet_store_file(a, path, target, status, sent_ts);
+    if (r < 0) {
+        unlink(tmp);
+        return r == CS_ENOMEM ? r : CS_EFORMAT;
+    }
+    r = cs_dicomnet_store_file(a, tmp, NULL, status, sent_ts);
+    unlink(tmp);
+    return r;
 }
 
 /* ------------------------------------------------------------- config */
@@ -866,7 +913,8 @@ static void fwd_peer(cs_dimse *n, cs_db *db, const char *peer_text)
             char path[PATH_CAP], sent_ts[65] = "";
             snprintf(path, sizeof(path), "%s/%s", n->store, it->path);
             int status = 0;
-            int r = cs_dicomnet_store_file(a, path, it->ts[0] ? it->ts : NULL, &status, sent_ts);
+            int r =
+                cs_dimse_send_file(a, path, it->ts[0] ? it->ts : NULL, n->tmp, &status, sent_ts);
             if (r == CS_EIO) {
                 cs_log(n->log, CS_LOG_WARN, "forward to %s broke: %s (will retry)", peer_text,
                        cs_error_last());

@@ -171,6 +171,9 @@ CS_API int cs_dicomnet_connect(cs_dicomnet_assoc **out, const cs_dicomnet_peer *
 /** C-ECHO. @return 0 with the DIMSE status in @p status, or CS_EIO... */
 CS_API int cs_dicomnet_echo(cs_dicomnet_assoc *a, int *status);
 
+/** Whether the peer accepted a context for @p sop_class in syntax @p ts. */
+CS_API int cs_dicomnet_accepted(cs_dicomnet_assoc *a, const char *sop_class, const char *ts);
+
 /** The SOP class and transfer syntax of a Part 10 file (meta header only).
  *  @return 0, CS_ENOTFOUND, CS_EFORMAT. */
 CS_API int cs_dicomnet_file_probe(const char *path, char sop_class[65], char ts[65]);
@@ -178,8 +181,9 @@ CS_API int cs_dicomnet_file_probe(const char *path, char sop_class[65], char ts[
 /** C-STORE the file at @p path. @p want_ts NULL: send as stored when the
  *  peer accepted that syntax, else decompressed. Otherwise the data is
  *  transcoded to @p want_ts when a context for it was accepted (DCMTK's
- *  codecs: JPEG-LS, JPEG lossless/baseline, RLE), else sent as stored or
- *  decompressed. @p sent_ts (65 bytes, may be NULL) receives the syntax
+ *  own codecs only: uncompressed syntaxes, JPEG and RLE; callers wanting
+ *  JPEG-LS use cs_dimse_send_file(), which transcodes with cs_dicom), else
+ *  sent as stored or decompressed. @p sent_ts (65 bytes, may be NULL) receives the syntax
  *  used. @return 0 with the DIMSE status in @p status (a refusal by the peer
  *  is a status, not an error), CS_EINVAL (no accepted context),
  *  CS_EFORMAT (unreadable file, transcoding failed), CS_EIO. */

@@ -29,6 +29,7 @@
 #include <stddef.h>
 
 #include "cs/common.h"
+#include "cs/dicomnet.h"
 
 typedef struct cs_dimse cs_dimse;
 
@@ -59,6 +60,14 @@ CS_API const char *cs_dimse_store(const cs_dimse *n);
 /** Stop accepting, wait for the associations and the forwarder, free.
  *  NULL is a no-op. */
 CS_API void cs_dimse_free(cs_dimse *n);
+
+/** C-STORE @p path on @p a in @p want_ts (NULL: as stored) when the peer
+ *  accepted it, else as stored, else uncompressed. A re-encoding (JPEG-LS,
+ *  JPEG baseline, uncompressed) is made with cs_dicom_transcode() into a
+ *  temporary file under @p tmp_dir, removed after. @p sent_ts (65 bytes, may
+ *  be NULL) receives the syntax sent. @return as cs_dicomnet_store_file(). */
+CS_API int cs_dimse_send_file(cs_dicomnet_assoc *a, const char *path, const char *want_ts,
+                              const char *tmp_dir, int *status, char *sent_ts);
 
 /** The transfer syntax UID for a short name ("explicit", "implicit",
  *  "deflate", "rle", "jpeg-baseline", "jpeg-extended", "jpeg-lossless",
