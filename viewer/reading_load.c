@@ -563,10 +563,11 @@ static void loader(void *userdata)
         int running;
         curl_multi_perform(m, &running);
         CURLMsg *msg;
-        int left;
+        int left, finished = 0;
         while ((msg = curl_multi_info_read(m, &left))) {
             if (msg->msg != CURLMSG_DONE)
                 continue;
+            finished++;
             if (pv->slice >= 0 && pv->easy == msg->easy_handle) {
                 finish_preview(s, pv, msg->data.result);
                 continue;
@@ -577,6 +578,8 @@ static void loader(void *userdata)
                     break;
                 }
         }
+        if (finished)
+            continue; /* start the next transfers now, not after a poll */
         curl_multi_poll(m, NULL, 0, 50, NULL);
     }
     /* stopped: transfers in flight go back to NONE, to be fetched on resume */
