@@ -793,10 +793,29 @@ int decode_native_src(const cs_dicom_info &in, const uint8_t *src, size_t bit0, 
         for (int s = 0; s < 3; s++)
             for (size_t i = 0; i < px; i++)
                 memcpy(dst + (i * 3 + s) * ob, src + s * plane + i * ob, ob);
-    } else {
-        memcpy(dst, src, px * in.samples * ob);
+        cs_dicom_normalize(&in, dst, px * in.samples);
+        return 0;
     }
-    cs_dicom_normalize(&in, dst, px * in.samples);
+    size_t ns = px * in.samples;
+    int bs = in.bits_stored;
+    if (ob == 2 && bs < 16) {
+        // copy and mask/sign-extend in one pass (the common 12-bit case)
+        const uint16_t *s16 = reinterpret_cast<const uint16_t *>(src);
+        uint16_t *d16 = reinterpret_cast<uint16_t *>(dst);
+        uint16_t mask = (uint16_t)((1u << bs) - 1), sign = (uint16_t)(1u << (bs - 1));
+        if (in.pixel_signed) {
+            for (size_t i = 0; i < ns; i++) {
+                uint16_t v = s16[i] & mask;
+                d16[i] = (uint16_t)((v ^ sign) - sign);
+            }
+        } else {
+            for (size_t i = 0; i < ns; i++)
+                d16[i] = s16[i] & mask;
+        }
+        return 0;
+    }
+    memcpy(dst, src, ns * ob);
+    cs_dicom_normalize(&in, dst, ns);
     return 0;
 }
 
