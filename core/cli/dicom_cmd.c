@@ -31,7 +31,8 @@ static void usage(FILE *f)
                "  find AET@HOST:PORT [-k KEY=VALUE]...   Study Root C-FIND (JSON lines)\n"
                "  move AET@HOST:PORT --dest AET [-k KEY=VALUE]...   Study Root C-MOVE\n"
                "  report --to AET@HOST:PORT ...   send a reading as a Basic Text SR\n"
-               "  info FILE...                    SOP class, instance and transfer syntax\n\n"
+               "  info FILE...                    what a file says about its image\n"
+               "  anonymize IN OUT                de-identify (PS3.15 Annex E basic profile)\n\n"
                "Run 'consilium dicom <command> --help' for a command's options.\n");
 }
 
@@ -841,26 +842,94 @@ static int cmd_report(int argc, char **argv)
     return rc;
 }
 
-/* ---------------------------------------------------------------- info */
+/* ---------------------------------------------------------- info, anon */
 
 static int cmd_info(int argc, char **argv)
 {
     if (argc < 2 || is_help(argv[1])) {
-        printf("usage: consilium dicom info FILE...\n\nPrint each file's SOP class and transfer "
-               "syntax.\n");
+        printf("usage: consilium dicom info FILE...\n\nPrint what each file says about its "
+               "image (cs_dicom_get_info) and its identifiers.\n");
         return argc < 2 ? 2 : 0;
     }
     int rc = 0;
     for (int i = 1; i < argc; i++) {
-        char sop[65], ts[65];
-        if (cs_dicomnet_file_probe(argv[i], sop, ts) < 0) {
-            fprintf(stderr, "consilium dicom info: %s\n", cs_error_last());
+        cs_dicom *d;
+        if (cs_dicom_open(&d, argv[i]) < 0) {
+            fprintf(stderr, "consilium dicom info: %s: %s\n", argv[i], cs_error_last());
             rc = 1;
             continue;
         }
-        printf("%s: sop_class %s transfer_syntax %s\n", argv[i], sop, ts);
+        cs_dicom_info in;
+        cs_dicom_get_info(d, &in);
+        char pid[80] = "", pname[200] = "";
+        cs_dicom_get_string(d, CS_DICOM_TAG(0x0010, 0x0020), pid, sizeof(pid));
+        cs_dicom_get_string(d, CS_DICOM_TAG(0x0010, 0x0010), pname, sizeof(pname));
+        printf("file:            %s\n"
+               "patient:         %s (%s)\n"
+               "sop class:       %s\nsop instance:    %s\n"
+               "study:           %s\nseries:          %s\n"
+               "transfer syntax: %s%s\nmodality:        %s\n"
+               "image:           %d x %d, %d frame(s), %d sample(s) %s, %d/%d bits%s\n",
+               argv[i], pname, pid, in.sop_class_uid, in.sop_instance_uid, in.study_uid,
+               in.series_uid, in.transfer_syntax, in.lossy ? " (lossy)" : "", in.modality, in.cols,
+               in.rows, in.frames, in.samples, in.photometric, in.bits_stored, in.bits_allocated,
+               in.pixel_signed ? " signed" : "");
+        if (in.spacing_kind)
+            printf("spacing:         %g x %g mm%s\n", in.spacing[0], in.spacing[1],
+                   in.spacing_kind == 2 ? " (at the detector)" : "");
+        if (in.has_window)
+            printf("window:          %g / %g\n", in.window_center, in.window_width);
+        cs_dicom_free(d);
     }
     return rc;
+}
+
+static int anon_one(const char *in, const char *out)
+{
+    cs_dicom *d = NULL;
+    int r = cs_dicom_open(&d, in);
+    if (r == 0)
+        r = cs_dicom_deidentify(d);
+    if (r == 0)
+        r = cs_dicom_save(d, out);
+    if (r < 0)
+        fprintf(stderr, "consilium dicom anonymize: %s: %s\n", in, cs_error_last());
+    cs_dicom_free(d);
+    return r;
+}
+
+static int cmd_anonymize(int argc, char **argv)
+{
+    if (argc != 3 || is_help(argv[1])) {
+        printf("usage: consilium dicom anonymize IN OUT\n\n"
+               "De-identify by the PS3.15 Annex E Basic Profile (cs_dicom_deidentify): IN a\n"
+               "file and OUT a file, or IN a folder (walked) and OUT a folder receiving one\n"
+               "file per DICOM file found.\n");
+        return argc == 2 && is_help(argv[1]) ? 0 : 2;
+    }
+    struct stat st;
+    if (stat(argv[1], &st) < 0) {
+        fprintf(stderr, "consilium dicom anonymize: %s: %s\n", argv[1], strerror(errno));
+        return 1;
+    }
+    if (!S_ISDIR(st.st_mode))
+        return anon_one(argv[1], argv[2]) < 0 ? 1 : 0;
+    filelist l = {0};
+    if (list_walk(&l, argv[1], 0) < 0)
+        return 1;
+    mkdir(argv[2], 0755);
+    int failed = 0;
+    for (int i = 0; i < l.n; i++) {
+        char out[4200];
+        snprintf(out, sizeof(out), "%s/%06d.dcm", argv[2], i + 1);
+        failed += anon_one(l.paths[i], out) < 0;
+        free(l.paths[i]);
+    }
+    printf("de-identified %d of %d file(s) into %s\n", l.n - failed, l.n, argv[2]);
+    free(l.paths);
+    free(l.classes);
+    free(l.syntaxes);
+    return failed ? 1 : 0;
 }
 
 int cs_cli_dicom(int argc, char **argv)
@@ -882,6 +951,8 @@ int cs_cli_dicom(int argc, char **argv)
         return cmd_report(argc - 1, argv + 1);
     if (!strcmp(v, "info"))
         return cmd_info(argc - 1, argv + 1);
+    if (!strcmp(v, "anonymize") || !strcmp(v, "anon"))
+        return cmd_anonymize(argc - 1, argv + 1);
     fprintf(stderr, "consilium dicom: unknown command '%s'\n", v);
     usage(stderr);
     return 2;

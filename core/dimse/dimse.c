@@ -56,6 +56,7 @@ struct cs_dimse {
     char db_path[PATH_CAP];
     int timeout;
     int max_assoc;
+    int fsync; /* sync files and commits before acknowledging */
     route *routes;
     int nroutes;
     cs_dicomnet_listener *l;
@@ -229,6 +230,11 @@ static int load_config(cs_dimse *n, const cs_dimse_opts *o)
         return cs_error_set(CS_EINVAL, "the store path is too long");
     }
     snprintf(n->store, sizeof(n->store), "%s", store);
+    n->fsync = o->fsync;
+    if (n->fsync < 0) {
+        json_t *fs = json_object_get(root, "fsync");
+        n->fsync = fs ? json_is_true(fs) : 1;
+    }
     json_t *to = json_object_get(root, "timeout_s");
     if (json_is_integer(to) && json_integer_value(to) > 0)
         n->timeout = (int)json_integer_value(to);
@@ -433,13 +439,13 @@ static int on_store(const cs_dicomnet_instance *in, void *userdata)
     if (r == 0)
         r = mkdir_one(dir, &c2);
     snprintf(abs, sizeof(abs), "%s/%s", n->store, rel);
-    if (r == 0)
+    if (r == 0 && n->fsync)
         r = fsync_path(in->path, 0);
     if (r == 0 && rename(in->path, abs) != 0)
         r = cs_error_set(CS_EIO, "rename into %s: %s", abs, strerror(errno));
-    if (r == 0)
+    if (r == 0 && n->fsync)
         r = fsync_path(dir, 1);
-    if (r == 0 && c2) {
+    if (r == 0 && c2 && n->fsync) {
         char p[PATH_CAP];
         parent_of(p, sizeof(p), dir);
         r = fsync_path(p, 1);
@@ -711,6 +717,8 @@ static void assoc_main(void *userdata)
     worker w = {n, NULL, cs_dicomnet_assoc_peer_host(s->a)};
     if (cs_db_open(&w.db, n->db_path) < 0)
         cs_log(n->log, CS_LOG_ERROR, "database %s: %s", n->db_path, cs_error_last());
+    else if (!n->fsync)
+        cs_db_exec(w.db, "PRAGMA synchronous=NORMAL"); /* WAL: synced at checkpoints */
     cs_dicomnet_handlers h = {sizeof(h), n->tmp, on_store, on_find, &w};
     int r = cs_dicomnet_serve(s->a, &h);
     if (r < 0)
@@ -1098,8 +1106,8 @@ int cs_dimse_start(cs_dimse *n)
     if (r == 0)
         r = cs_thread_start(&n->fwd_thr, "dimse-fwd", fwd_main, n);
     if (r == 0)
-        cs_log(n->log, CS_LOG_INFO, "DICOM node %s on port %d, store %s, %d route(s)", n->aet,
-               n->port, n->store, n->nroutes);
+        cs_log(n->log, CS_LOG_INFO, "DICOM node %s on port %d, store %s, %d route(s)%s", n->aet,
+               n->port, n->store, n->nroutes, n->fsync ? "" : ", fsync off");
     return r;
 }
 

@@ -17,7 +17,8 @@
  * Config file (JSON, every key optional; command-line options win):
  *   {"aet": "CONSILIUM", "dicom_port": 11112, "store": "/path",
  *    "peers": {"NAME": "AET@HOST:PORT"},
- *    "routes": [{"from_aet": "*", "to": "NAME", "transfer_syntax": "jpeg-ls-lossless"}]}
+ *    "routes": [{"from_aet": "*", "to": "NAME", "transfer_syntax": "jpeg-ls-lossless"}],
+ *    "fsync": true, "timeout_s": 30}
  * A route forwards every instance received from a matching calling AE title
  * (never back to the AE that sent it) to the peer, transcoded to the syntax
  * (DCMTK's codecs for now; "keep" sends as stored). Undelivered instances
@@ -42,10 +43,17 @@ typedef struct cs_dimse_opts {
     const char *config_path; /**< JSON config above; NULL: none */
     int max_associations;    /**< concurrent associations (default 16) */
     int timeout_s;           /**< DIMSE timeout (default 30) */
+    /** 1 (default): a C-STORE is acknowledged once the file and the index
+     *  are on disk (fdatasync, directory fsync, synchronous=FULL commit).
+     *  0 (config "fsync": false): written and committed but not synced
+     *  before the answer, as Orthanc and most PACS do: an acknowledged
+     *  instance can be lost to a power cut (never half-indexed: the file
+     *  is still renamed before its row is committed). -1: the config's. */
+    int fsync;
 } cs_dimse_opts;
 #define CS_DIMSE_OPTS_INIT                                                                         \
     {                                                                                              \
-        sizeof(cs_dimse_opts), NULL, -1, NULL, NULL, NULL, 16, 30                                  \
+        sizeof(cs_dimse_opts), NULL, -1, NULL, NULL, NULL, 16, 30, -1                              \
     }
 
 /** Read the config, open the database (migrating it), make the store and
