@@ -77,8 +77,16 @@ typedef struct cs_dicom_info {
 } cs_dicom_info;
 
 /** Open a Part 10 file (or a bare dataset in implicit little endian).
- *  @return 0, CS_ENOTFOUND, CS_EFORMAT (not DICOM, truncated, bad lengths,
- *  unknown transfer syntax), CS_ENOMEM. The pixel data is read lazily. */
+ *  Before DCMTK parses, every element header is walked: a declared length
+ *  larger than what is left of the file (or of its enclosing sequence or
+ *  item), an explicit VR that is not two letters, a deflated dataset that
+ *  expands beyond 1 GiB are refused with CS_EFORMAT and a message naming
+ *  the element, its offset and the lengths; nothing is allocated from a
+ *  declared length. The frame table (fragments per frame from the Basic or
+ *  Extended Offset Table, one fragment per frame, or JPEG/J2K end markers)
+ *  is built here and is read-only afterwards; no pixel is decoded.
+ *  @return 0, CS_ENOTFOUND, CS_EIO, CS_EFORMAT (not DICOM, truncated, bad
+ *  lengths, broken fragments, unknown transfer syntax), CS_ENOMEM. */
 CS_API int cs_dicom_open(cs_dicom **out, const char *path);
 /** Open from memory; @p data is copied. */
 CS_API int cs_dicom_open_mem(cs_dicom **out, const void *data, size_t len);
@@ -98,9 +106,16 @@ CS_API size_t cs_dicom_frame_size(const cs_dicom_info *info);
 /** Decode frame @p frame (0-based) into @p dst: the stored pixel values,
  *  samples interleaved (planar input is interleaved), one byte per sample
  *  when Bits Allocated is 8 and a native-endian (u)int16 otherwise (1-bit
- *  data is unpacked to one byte per pixel). Colour stays in the photometric
- *  interpretation the codec produces: RGB for JPEG baseline YBR (converted
- *  by the decoder, as DCMTK and pydicom do), the stored space otherwise.
+ *  data is unpacked to one byte per pixel, 0 or 1). Values are masked to
+ *  Bits Stored (unsigned) or sign-extended from it (signed), so bits above
+ *  the High Bit never leak. Colour stays in the photometric interpretation
+ *  the codec produces: RGB for JPEG with a YBR photometric (converted by
+ *  the decoder, as DCMTK and pydicom do) and for JPEG 2000 YBR_RCT/YBR_ICT
+ *  (OpenJPEG's inverse MCT); uncompressed YBR_FULL_422 is expanded to three
+ *  samples per pixel (the stored Y Cb Cr, as pydicom does); the stored
+ *  space otherwise. Codecs: CharLS 2.4 (JPEG-LS), OpenJPEG 2.5 (JPEG 2000,
+ *  HTJ2K), TurboJPEG (8-bit JPEG), DCMTK's IJG (12/16-bit and lossless
+ *  JPEG), ours (RLE, Deflated Image Frame Compression).
  *  @return 0, CS_ERANGE (no such frame, @p cap too small), CS_EFORMAT. */
 CS_API int cs_dicom_frame_decode(cs_dicom *d, int frame, void *dst, size_t cap);
 
@@ -116,10 +131,13 @@ typedef struct cs_dicom_window {
 
 /** Render frame @p frame to 8 bits per sample as a viewer shows it:
  *  modality LUT (rescale or LUT sequence), VOI (@p win, else the file's VOI
- *  LUT or window, else min/max), MONOCHROME1 inverted, palette expanded,
- *  YBR converted. Writes @p *channels (1 grey or 3 RGB) and rows*cols*
- *  channels bytes to @p dst (@p stride bytes per row).
- *  @return 0, CS_ERANGE, CS_EFORMAT. */
+ *  LUT, else its first window, else the frame's min/max), MONOCHROME1
+ *  inverted, palette expanded, YBR converted. The window is PS3.3
+ *  C.11.2.1.2.1 LINEAR: x <= c-0.5-(w-1)/2 -> 0, x > c-0.5+(w-1)/2 -> 255,
+ *  else ((x-(c-0.5))/(w-1)+0.5)*255 truncated, as DCMTK (dcmj2pnm agrees
+ *  within one grey level). Overlays are not drawn. Writes @p *channels (1
+ *  grey or 3 RGB) and rows*cols*channels bytes to @p dst (@p stride bytes
+ *  per row). @p win may be NULL. @return 0, CS_ERANGE, CS_EFORMAT. */
 CS_API int cs_dicom_render(cs_dicom *d, int frame, const cs_dicom_window *win, uint8_t *dst,
                            size_t stride, size_t cap, int *channels);
 
@@ -140,16 +158,29 @@ typedef struct cs_dicom_transcode_opts {
         sizeof(cs_dicom_transcode_opts), NULL, 90                                                  \
     }
 
-/** Re-encode the pixel data of @p d in place (all frames). A syntax the
- *  data already has is a no-op. @return 0, CS_EINVAL (unknown or
- *  unsuitable syntax, e.g. JPEG baseline for 16-bit data), CS_EFORMAT. */
+/** Re-encode the pixel data of @p d in place (all frames). Targets: the
+ *  native syntaxes, JPEG-LS lossless (CharLS; decodes back bit for bit),
+ *  JPEG-LS near-lossless, JPEG baseline (TurboJPEG, 8-bit grey or RGB;
+ *  RGB is coded YCbCr 4:2:2 and labelled YBR_FULL_422). The Photometric
+ *  Interpretation follows the decoded data (e.g. RGB after a YBR JPEG) and
+ *  Planar Configuration becomes 0. A syntax the data already has is a
+ *  no-op. The handle is re-read from its new encoding, so frame access
+ *  stays consistent. @return 0, CS_EINVAL (unknown or unsuitable syntax,
+ *  e.g. JPEG baseline for 16-bit data, JPEG-LS for 1-bit data), CS_EFORMAT. */
 CS_API int cs_dicom_transcode(cs_dicom *d, const cs_dicom_transcode_opts *opts);
 
 /** De-identify by the PS3.15 Annex E Basic Application Level Confidentiality
- *  Profile: remove or replace every attribute its table lists, remove
- *  private tags, replace UIDs consistently (a hash of the old UID under a
- *  root, so the same input gives the same output), set Patient Identity
- *  Removed YES and De-identification Method (Code) Sequence. */
+ *  Profile: remove or replace every attribute its Table E.1-1 lists, at any
+ *  depth in sequences (X remove, Z empty, D dummy value, U new UID;
+ *  compound actions take the one that keeps the IOD valid: X/Z -> Z, X/D,
+ *  Z/D, X/Z/D -> D, where D on a sequence keeps it with its items cleaned;
+ *  X/Z/U* keeps the sequence with its UIDs replaced), remove private tags
+ *  and whole overlay groups, replace UIDs consistently (2.25.<128-bit hash
+ *  of the old UID>, so the same input gives the same output in every
+ *  file), set Patient Identity Removed YES, De-identification Method and
+ *  its Code Sequence (113100, DCM). @return 0, CS_EINVAL when DCMTK 3.6.7
+ *  cannot write the syntax (HTJ2K, Deflated Image Frame Compression:
+ *  transcode first). */
 CS_API int cs_dicom_deidentify(cs_dicom *d);
 
 /** Write @p d as a Part 10 file in its current transfer syntax, through a
@@ -160,13 +191,17 @@ CS_API int cs_dicom_save_mem(cs_dicom *d, cs_buf **out);
 
 /** Frames @p first .. @p first + @p count - 1 decoded into @p dst one after
  *  another (cs_dicom_frame_size() bytes each), on up to @p threads threads
- *  (0: one per core) when the syntax pays for it. */
+ *  (0: one per core) when the syntax pays for it (encapsulated syntaxes;
+ *  native frames are a copy). The first error stops the work and is
+ *  returned with its message. */
 CS_API int cs_dicom_frames_decode(cs_dicom *d, int first, int count, void *dst, size_t cap,
                                   int threads);
 
 /** The dataset (without pixel data and other bulk data) in the DICOM JSON
  *  model of PS3.18 F.2, as the WADO-RS metadata and QIDO-RS answers carry it.
- *  @param out receives a new buffer holding one JSON object. */
+ *  Pixel Data and binary values over 1 KiB are left out (no BulkDataURI:
+ *  the caller adds one if it serves them); the file meta group is not
+ *  included. @param out receives a new buffer holding one JSON object. */
 CS_API int cs_dicom_to_json(cs_dicom *d, cs_buf **out);
 
 /* Reports: the consultant's reading as a DICOM object. (report_shim.cpp) */
