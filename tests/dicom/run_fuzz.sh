@@ -14,6 +14,13 @@ done
 SRC=${CS_SRC:?}; DATA=${CS_TESTDATA:?}/dicom; OUT=${CS_WORK:-/tmp}/fuzz_dicom
 SECONDS_TO_RUN=${CS_FUZZ_SECONDS:-60}
 mkdir -p "$OUT/obj" "$OUT/corpus" "$OUT/seeds"
+# libFuzzer's runtime is in libclang-rt-14-dev (only recommended by clang)
+printf 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char *, unsigned long) { return 0; }\n' \
+  > "$OUT/probe.cc"
+if ! clang++ -fsanitize=fuzzer,address "$OUT/probe.cc" -o "$OUT/probe" 2>"$OUT/probe.log"; then
+  echo "SKIP: clang cannot link libFuzzer (install libclang-rt-14-dev): $(head -1 "$OUT/probe.log")"
+  exit 77
+fi
 INC="-I$SRC/codecs/include -I$SRC/core/include -I$SRC/codecs/dicom -I/usr/include/openjpeg-2.5"
 FLAGS="-g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -D_GNU_SOURCE"
 objs=()
