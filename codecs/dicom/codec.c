@@ -368,7 +368,7 @@ static void opj_quiet(const char *msg, void *ud)
 }
 
 int cs_dicom_j2k_decode(const cs_dicom_info *info, const uint8_t *src, size_t n, void *dst,
-                        size_t cap)
+                        size_t cap, int threads)
 {
     size_t need = frame_bytes(info);
     if (cap < need)
@@ -400,6 +400,8 @@ int cs_dicom_j2k_decode(const cs_dicom_info *info, const uint8_t *src, size_t n,
     opj_set_info_handler(codec, opj_quiet, NULL);
     opj_dparameters_t par;
     opj_set_default_decoder_parameters(&par);
+    if (threads > 1 && opj_has_thread_support())
+        opj_codec_set_threads(codec, threads);
     if (!opj_setup_decoder(codec, &par) || !opj_read_header(st, codec, &img) || !img) {
         rc = cs_error_set(CS_EFORMAT, "JPEG 2000 header: %s", msg.text[0] ? msg.text : "corrupt");
         goto out;

@@ -51,8 +51,9 @@ CS_INTERNAL int cs_dicom_rle_decode(const cs_dicom_info *info, const uint8_t *sr
                                     void *dst, size_t cap);
 CS_INTERNAL int cs_dicom_jls_decode(const cs_dicom_info *info, const uint8_t *src, size_t n,
                                     void *dst, size_t cap);
+/* @p threads > 1 lets OpenJPEG decode code-blocks of one frame in parallel. */
 CS_INTERNAL int cs_dicom_j2k_decode(const cs_dicom_info *info, const uint8_t *src, size_t n,
-                                    void *dst, size_t cap);
+                                    void *dst, size_t cap, int threads);
 /* TurboJPEG, 8-bit baseline only. @return 1 when the codestream is not
  * something TurboJPEG decodes (12-bit, lossless): the caller falls back. */
 CS_INTERNAL int cs_dicom_jpeg8_decode(const cs_dicom_info *info, const uint8_t *src, size_t n,

@@ -907,7 +907,7 @@ int decode_ijg(cs_dicom *d, const uint8_t *src, size_t n, uint8_t *dst, size_t c
     return 0;
 }
 
-int decode_frame(cs_dicom *d, int frame, void *dst, size_t cap)
+int decode_frame(cs_dicom *d, int frame, void *dst, size_t cap, int inner_threads = 1)
 {
     const cs_dicom_info &in = d->pix.info;
     if (in.rows == 0)
@@ -954,7 +954,7 @@ int decode_frame(cs_dicom *d, int frame, void *dst, size_t cap)
         rc = cs_dicom_jls_decode(&in, src, n, out, cap);
         break;
     case TS_J2K:
-        rc = cs_dicom_j2k_decode(&in, src, n, out, cap);
+        rc = cs_dicom_j2k_decode(&in, src, n, out, cap, inner_threads);
         break;
     case TS_DEFLFRAME:
         return decode_deflframe(in, src, n, out);
@@ -1160,13 +1160,17 @@ int cs_dicom_frames_decode(cs_dicom *d, int first, int count, void *dst, size_t 
         uint8_t *out = static_cast<uint8_t *>(dst);
         if (threads <= 0)
             threads = (int)std::max(1u, std::thread::hardware_concurrency());
-        // Native frames are a memcpy: threads do not pay.
+        // Native frames are a memcpy: threads do not pay. One JPEG 2000
+        // frame is decoded by OpenJPEG's own threads instead.
+        int inner = 1;
+        if (d->ts->kind == TS_J2K && count == 1)
+            inner = threads;
         if (d->ts->kind == TS_NATIVE || count < 2)
             threads = 1;
         threads = std::min(threads, count);
         if (threads == 1) {
             for (int i = 0; i < count; i++) {
-                int rc = decode_frame(d, first + i, out + fs * i, fs);
+                int rc = decode_frame(d, first + i, out + fs * i, fs, inner);
                 if (rc)
                     return rc;
             }
