@@ -55,6 +55,25 @@ void cs_dicom_normalize(const cs_dicom_info *info, void *buf, size_t n)
     }
 }
 
+void cs_dicom_normalize_decoded(const cs_dicom_info *info, void *buf, size_t n)
+{
+    int bs = info->bits_stored;
+    int ob = cs_dicom_out_bytes(info);
+    if (info->pixel_signed || bs <= 0 || bs >= ob * 8 || info->bits_allocated == 1) {
+        cs_dicom_normalize(info, buf, n);
+        return;
+    }
+    if (ob == 1) {
+        uint8_t *p = buf, max = (uint8_t)((1u << bs) - 1);
+        for (size_t i = 0; i < n; i++)
+            p[i] = p[i] > max ? max : p[i];
+    } else {
+        uint16_t *p = buf, max = (uint16_t)((1u << bs) - 1);
+        for (size_t i = 0; i < n; i++)
+            p[i] = p[i] > max ? max : p[i];
+    }
+}
+
 static size_t frame_bytes(const cs_dicom_info *info)
 {
     return (size_t)info->rows * (size_t)info->cols * (size_t)info->samples *

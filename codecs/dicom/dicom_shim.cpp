@@ -968,7 +968,14 @@ int decode_frame(cs_dicom *d, int frame, void *dst, size_t cap, int inner_thread
     }
     if (rc)
         return rc;
-    cs_dicom_normalize(&in, out, ns);
+    if (d->ts->kind == TS_JPEG && !in.pixel_signed) {
+        // IJG/TurboJPEG output is below 2^precision: when that fits in
+        // Bits Stored the masking pass would change nothing.
+        int prec = 0, ll = 0, nc = 0;
+        if (cs_dicom_jpeg_sof(src, n, &prec, &ll, &nc) == 0 && prec <= in.bits_stored)
+            return 0;
+    }
+    cs_dicom_normalize_decoded(&in, out, ns);
     return 0;
 }
 

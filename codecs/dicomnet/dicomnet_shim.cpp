@@ -514,6 +514,11 @@ extern "C" int cs_dicomnet_listen(cs_dicomnet_listener **out, const cs_dicomnet_
         }
         l->port = o->port;
         int fd = DUL_networkSocket(l->net->network);
+        /* Several threads accept: the one that loses a race must get
+         * EAGAIN from accept(), not block in it. (Accepted sockets do not
+         * inherit O_NONBLOCK on Linux.) */
+        if (fd >= 0)
+            fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
         struct sockaddr_in sa;
         socklen_t len = sizeof(sa);
         if (fd >= 0 && getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
@@ -557,9 +562,11 @@ extern "C" int cs_dicomnet_accept(cs_dicomnet_listener *l, cs_dicomnet_assoc **o
         T_ASC_Association *assoc = NULL;
         OFCondition c = ASC_receiveAssociation(l->net, &assoc, (long)l->max_pdu, NULL, NULL,
                                                OFFalse, DUL_NOBLOCK, 1);
-        if (c == DUL_NOASSOCIATIONREQUEST) {
+        int err = errno;
+        if (c == DUL_NOASSOCIATIONREQUEST ||
+            (c.bad() && !assoc && (err == EAGAIN || err == EWOULDBLOCK))) {
             ASC_destroyAssociation(&assoc);
-            return CS_ETIMEDOUT;
+            return CS_ETIMEDOUT; /* another thread took it */
         }
         if (c.bad()) {
             if (assoc) {

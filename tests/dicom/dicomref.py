@@ -67,12 +67,15 @@ def ours(path, inf, out):
     return a.reshape(inf["frames"], inf["rows"], inf["cols"], inf["samples"])
 
 
-def normalize(a, inf):
+def normalize(a, inf, decoded=False):
     """Stored values as cs_dicom defines them: masked to Bits Stored, or
-    sign-extended from it."""
+    sign-extended from it; a codec's unsigned output (decoded=True) is
+    clamped to 2^Bits Stored - 1 instead of masked (lossy overshoot)."""
     bs, ba = inf["bits_stored"], inf["bits_allocated"]
     if ba == 1 or bs >= (8 if ba <= 8 else 16):
         return a.astype(dtype_of(inf))
+    if decoded and not inf["pixel_signed"]:
+        return np.minimum(a.astype(np.int64), (1 << bs) - 1).astype(dtype_of(inf))
     a = a.astype(np.int64) & ((1 << bs) - 1)
     if inf["pixel_signed"]:
         a = np.where(a >= (1 << (bs - 1)), a - (1 << bs), a)
@@ -85,7 +88,8 @@ def shape4(a, inf):
 
 def ref_pydicom(path, inf):
     ds = pydicom.dcmread(path)
-    return normalize(shape4(ds.pixel_array, inf), inf)
+    rle = inf["transfer_syntax"] == "1.2.840.10008.1.2.5"
+    return normalize(shape4(ds.pixel_array, inf), inf, decoded=rle)
 
 
 def ref_dcmtk(path, inf, ts, tmp):
@@ -101,7 +105,9 @@ def ref_dcmtk(path, inf, ts, tmp):
         cmd = ["dcmconv", "+te", path, out]
     subprocess.run(cmd, check=True, capture_output=True)
     ds = pydicom.dcmread(out)
-    return normalize(shape4(ds.pixel_array, inf), inf), ds
+    encapsulated = ts not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1",
+                              "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2")
+    return normalize(shape4(ds.pixel_array, inf), inf, decoded=encapsulated), ds
 
 
 def encoded_frames(path, nframes):
@@ -130,7 +136,7 @@ def ref_opj(path, inf, tmp):
             a = np.where(v >= (1 << (p - 1)), v - (1 << p), v).astype(dt)
         a = a.reshape(inf["samples"], inf["rows"], inf["cols"]).transpose(1, 2, 0)
         frames.append(a)
-    return normalize(np.stack(frames), inf)
+    return normalize(np.stack(frames), inf, decoded=True)
 
 
 def ref_deflframe(path, inf):

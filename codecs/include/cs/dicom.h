@@ -106,16 +106,16 @@ CS_API size_t cs_dicom_frame_size(const cs_dicom_info *info);
 /** Decode frame @p frame (0-based) into @p dst: the stored pixel values,
  *  samples interleaved (planar input is interleaved), one byte per sample
  *  when Bits Allocated is 8 and a native-endian (u)int16 otherwise (1-bit
- *  data is unpacked to one byte per pixel, 0 or 1). Values are masked to
- *  Bits Stored (unsigned) or sign-extended from it (signed), so bits above
- *  the High Bit never leak. Colour stays in the photometric interpretation
- *  the codec produces: RGB for JPEG with a YBR photometric (converted by
- *  the decoder, as DCMTK and pydicom do) and for JPEG 2000 YBR_RCT/YBR_ICT
- *  (OpenJPEG's inverse MCT); uncompressed YBR_FULL_422 is expanded to three
- *  samples per pixel (the stored Y Cb Cr, as pydicom does); the stored
- *  space otherwise. Codecs: CharLS 2.4 (JPEG-LS), OpenJPEG 2.5 (JPEG 2000,
- *  HTJ2K), TurboJPEG (8-bit JPEG), DCMTK's IJG (12/16-bit and lossless
- *  JPEG), ours (RLE, Deflated Image Frame Compression).
+ *  data is unpacked to one byte per pixel, 0 or 1). Native values are
+ *  masked to Bits Stored (unsigned) or sign-extended from it (signed), so
+ *  bits above the High Bit never leak; a codec's unsigned output above
+ *  2^Bits Stored - 1 (lossy overshoot) is clamped, not wrapped. Colour stays in the photometric
+ * interpretation the codec produces: RGB for JPEG with a YBR photometric (converted by the decoder,
+ * as DCMTK and pydicom do) and for JPEG 2000 YBR_RCT/YBR_ICT (OpenJPEG's inverse MCT); uncompressed
+ * YBR_FULL_422 is expanded to three samples per pixel (the stored Y Cb Cr, as pydicom does); the
+ * stored space otherwise. Codecs: CharLS 2.4 (JPEG-LS), OpenJPEG 2.5 (JPEG 2000, HTJ2K), TurboJPEG
+ * (8-bit JPEG), DCMTK's IJG (12/16-bit and lossless JPEG), ours (RLE, Deflated Image Frame
+ * Compression).
  *  @return 0, CS_ERANGE (no such frame, @p cap too small), CS_EFORMAT. */
 CS_API int cs_dicom_frame_decode(cs_dicom *d, int frame, void *dst, size_t cap);
 

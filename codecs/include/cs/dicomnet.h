@@ -14,7 +14,8 @@
  * The implementation is C++ (dicomnet_shim.cpp): every C++ exception is
  * caught at this boundary and becomes a CS_E* code with a message.
  *
- * Thread-safety: a listener is used by one thread (the accept loop); an
+ * Thread-safety: cs_dicomnet_accept() may be called from several threads
+ * on one listener (each gets its own association, handshake included); an
  * association by one thread at a time; different associations may be used
  * from different threads at once. Functions without a handle are
  * thread-safe. */
