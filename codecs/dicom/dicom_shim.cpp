@@ -111,6 +111,13 @@ struct cs_dicom {
     std::vector<span> frags;
     std::vector<std::pair<size_t, size_t>> frame_frags; // first fragment, count
     std::vector<uint16_t> lut_store[5];                 // modality, voi, r, g, b
+    // Per-frame rescale and window of enhanced objects (functional groups);
+    // empty when every frame uses pix.info's.
+    struct frame_vals {
+        double slope, intercept, wc, ww;
+        int has_window;
+    };
+    std::vector<frame_vals> per_frame;
     E_TransferSyntax cur_xfer = EXS_Unknown;
     ~cs_dicom()
     {
@@ -367,6 +374,95 @@ size_t native_frame_bytes(const cs_dicom_info *in, const char *pi)
     return b;
 }
 
+// Rescale and window from an enhanced object's functional groups item
+// (Pixel Value Transformation / Frame VOI LUT sequences), where present.
+void functional_values(DcmItem *fg, double &slope, double &intercept, double &wc, double &ww,
+                       int &has_window)
+{
+    DcmItem *it = nullptr;
+    if (fg->findAndGetSequenceItem(DCM_PixelValueTransformationSequence, it, 0).good() && it) {
+        double sl = get_double(it, DCM_RescaleSlope, 0, NAN);
+        double ic = get_double(it, DCM_RescaleIntercept, 0, NAN);
+        if (std::isfinite(sl) && sl != 0 && std::isfinite(ic)) {
+            slope = sl;
+            intercept = ic;
+        }
+    }
+    if (fg->findAndGetSequenceItem(DCM_FrameVOILUTSequence, it, 0).good() && it) {
+        double c = get_double(it, DCM_WindowCenter, 0, NAN);
+        double w = get_double(it, DCM_WindowWidth, 0, NAN);
+        if (std::isfinite(c) && std::isfinite(w) && w > 0) {
+            wc = c;
+            ww = w;
+            has_window = 1;
+        }
+    }
+}
+
+void load_functional_groups(cs_dicom *d)
+{
+    DcmItem *ds = d->ff->getDataset();
+    cs_dicom_info &in = d->pix.info;
+    bool top_rescale = ds->tagExists(DCM_RescaleSlope) || ds->tagExists(DCM_RescaleIntercept);
+    bool top_window = in.has_window;
+    double slope = in.slope, intercept = in.intercept, wc = in.window_center, ww = in.window_width;
+    int hw = in.has_window;
+    DcmItem *shared = nullptr;
+    if (ds->findAndGetSequenceItem(DCM_SharedFunctionalGroupsSequence, shared, 0).good() &&
+        shared) {
+        double s2 = slope, i2 = intercept, c2 = wc, w2 = ww;
+        int h2 = hw;
+        functional_values(shared, s2, i2, c2, w2, h2);
+        if (!top_rescale) {
+            slope = s2;
+            intercept = i2;
+        }
+        if (!top_window) {
+            wc = c2;
+            ww = w2;
+            hw = h2;
+        }
+    }
+    DcmSequenceOfItems *pf = nullptr;
+    if (ds->findAndGetSequence(DCM_PerFrameFunctionalGroupsSequence, pf).good() && pf &&
+        (long)pf->card() == in.frames) {
+        bool any = false;
+        d->per_frame.resize((size_t)in.frames);
+        for (int f = 0; f < in.frames; f++) {
+            auto &v = d->per_frame[(size_t)f];
+            v = {slope, intercept, wc, ww, hw};
+            double s2 = slope, i2 = intercept, c2 = wc, w2 = ww;
+            int h2 = hw;
+            functional_values(pf->getItem((unsigned long)f), s2, i2, c2, w2, h2);
+            if (!top_rescale && (s2 != slope || i2 != intercept)) {
+                v.slope = s2;
+                v.intercept = i2;
+                any = true;
+            }
+            if (!top_window && h2 && (c2 != wc || w2 != ww || !hw)) {
+                v.wc = c2;
+                v.ww = w2;
+                v.has_window = 1;
+                any = true;
+            }
+        }
+        if (!any)
+            d->per_frame.clear();
+    }
+    in.slope = slope;
+    in.intercept = intercept;
+    in.window_center = wc;
+    in.window_width = ww;
+    in.has_window = hw;
+    if (!d->per_frame.empty()) { // info describes frame 0
+        in.slope = d->per_frame[0].slope;
+        in.intercept = d->per_frame[0].intercept;
+        in.window_center = d->per_frame[0].wc;
+        in.window_width = d->per_frame[0].ww;
+        in.has_window = d->per_frame[0].has_window;
+    }
+}
+
 int load_info(cs_dicom *d)
 {
     DcmItem *ds = d->ff->getDataset();
@@ -462,6 +558,7 @@ int load_info(cs_dicom *d)
         else if (d->ts->kind == TS_NATIVE && strcmp(in.photometric, "YBR_FULL_422") == 0)
             snprintf(d->pix.out_photometric, sizeof d->pix.out_photometric, "YBR_FULL");
     }
+    load_functional_groups(d);
     // Rendering inputs.
     d->pix.has_window = in.has_window;
     d->pix.wc = in.window_center;
@@ -1035,6 +1132,7 @@ int reload(cs_dicom *d)
     d->frame_frags.swap(n->frame_frags);
     for (int i = 0; i < 5; i++)
         d->lut_store[i].swap(n->lut_store[i]);
+    d->per_frame.swap(n->per_frame);
     d->cur_xfer = n->cur_xfer;
     delete n;
     return 0;
@@ -1269,7 +1367,16 @@ int cs_dicom_render(cs_dicom *d, int frame, const cs_dicom_window *win, uint8_t 
         int rc = decode_frame(d, frame, buf.get(), fs);
         if (rc)
             return rc;
-        return cs_dicom_render_frame(&d->pix, buf.get(), win, dst, stride, cap, channels);
+        if (d->per_frame.empty())
+            return cs_dicom_render_frame(&d->pix, buf.get(), win, dst, stride, cap, channels);
+        cs_dicom_pix p = d->pix; // this frame's functional groups
+        const auto &v = d->per_frame[(size_t)frame];
+        p.info.slope = v.slope;
+        p.info.intercept = v.intercept;
+        p.has_window = v.has_window;
+        p.wc = v.wc;
+        p.ww = v.ww;
+        return cs_dicom_render_frame(&p, buf.get(), win, dst, stride, cap, channels);
     })
 }
 

@@ -4,6 +4,9 @@ dcmj2pnm (3.6.7) within 1 grey level on every pixel.
 dcmj2pnm (dcml2pnm for JPEG-LS) options mirror our defaults: +op (8-bit PGM/PPM), first frame, and
 the VOI the file gives: +Wl 1 (first VOI LUT) when it has a VOI LUT
 Sequence, else +Wi 1 (first window), else +Wm (min-max of the frame).
+A window found only in an enhanced object's functional groups (which
+dcmj2pnm's +Wi does not see; it does apply their rescale) is passed to it
+with +Ww.
 Colour: RGB as stored, YBR_FULL converted to RGB, PALETTE COLOR expanded.
 dcmj2pnm cannot decode JPEG 2000 / HTJ2K: for those the frame decoded by
 opj_decompress is written into an explicit-LE copy (pydicom) and rendered
@@ -80,10 +83,17 @@ def main():
             mine = os.path.join(tmp, name + ".ours.pnm")
             R.tool("render", path, mine)
             theirs = os.path.join(tmp, name + ".dcmtk.pnm")
+            top = pydicom.dcmread(path, stop_before_pixels=True, force=True)
             if inf["has_voi_lut"] == "1":
                 voi = ["+Wl", "1"]
-            elif inf["has_window"]:
+            elif inf["has_window"] and "WindowCenter" in top:
                 voi = ["+Wi", "1"]
+            elif inf["has_window"]:
+                # a window in the enhanced object's functional groups, which
+                # dcmj2pnm 3.6.7 does not select with +Wi (it does apply their
+                # rescale): give it the same window explicitly
+                c, w = float(inf["window_center"]), float(inf["window_width"])
+                voi = ["+Ww", "%.6f" % c, "%.6f" % w]
             else:
                 voi = ["+Wm"]
             prog = "dcml2pnm" if inf["transfer_syntax"] in R.JLS else "dcmj2pnm"
