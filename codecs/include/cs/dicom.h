@@ -62,9 +62,14 @@ typedef struct cs_dicom_info {
     int pixel_signed; /**< Pixel Representation 1 */
     int planar;       /**< Planar Configuration 1 (colour by plane) */
     int lossy;        /**< Lossy Image Compression "01" or a lossy syntax */
-    double slope;     /**< Rescale Slope, 1 when absent */
-    double intercept; /**< Rescale Intercept, 0 when absent */
-    int has_window;   /**< the file gives a window (first of several) */
+    /** Rescale Slope / Intercept (1 / 0 when absent); for enhanced objects
+     *  from the functional groups (frame 0: cs_dicom_render() uses each
+     *  frame's own). */
+    double slope;
+    double intercept;
+    /** The file gives a window (the first of several; enhanced objects:
+     *  the Frame VOI LUT of frame 0). */
+    int has_window;
     double window_center, window_width;
     int has_modality_lut, has_voi_lut; /**< LUT sequences present */
     double spacing[2];                 /**< row, column spacing in mm */
