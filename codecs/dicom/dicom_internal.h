@@ -36,7 +36,8 @@ typedef struct cs_dicom_pix {
     /* All windows of the file (center, width pairs); the first is used. */
     int has_window;
     double wc, ww;
-    int voi_lut_function_sigmoid;
+    /* VOI LUT Function (0028,1056): 0 LINEAR, 1 LINEAR_EXACT, 2 SIGMOID. */
+    int voi_function;
 } cs_dicom_pix;
 
 /* Geometry of one decoded sample: 1 or 2 bytes. */

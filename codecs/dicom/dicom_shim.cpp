@@ -559,6 +559,8 @@ int load_info(cs_dicom *d)
             snprintf(d->pix.out_photometric, sizeof d->pix.out_photometric, "YBR_FULL");
     }
     load_functional_groups(d);
+    std::string fn = get_str(ds, DCM_VOILUTFunction);
+    d->pix.voi_function = fn == "SIGMOID" ? 2 : fn == "LINEAR_EXACT" ? 1 : 0;
     // Rendering inputs.
     d->pix.has_window = in.has_window;
     d->pix.wc = in.window_center;

@@ -10,6 +10,7 @@
  *   x >  c - 0.5 + (w - 1) / 2  -> 255
  *   else  y = ((x - (c - 0.5)) / (w - 1) + 0.5) * 255, truncated to an
  *         integer as DCMTK does (MONOCHROME1: 255 - y, then truncated).
+ * VOI LUT Function LINEAR_EXACT and SIGMOID (C.11.2.1.3) are honoured too.
  * With no window the frame's min/max of m is used (DCMTK's +Wm: c = (min +
  * max) / 2, w = max - min).
  *
@@ -36,9 +37,25 @@ static double lut_at(const cs_dicom_lut *l, double x)
 }
 
 /* The window's output before truncation to an integer (DCMTK truncates;
- * MONOCHROME1 inverts before truncating). */
-static double window(double x, double c, double w)
+ * MONOCHROME1 inverts before truncating). @p fn: 0 LINEAR (C.11.2.1.2.1),
+ * 1 LINEAR_EXACT (C.11.2.1.3.2), 2 SIGMOID (C.11.2.1.3.1). */
+static double window(double x, double c, double w, int fn)
 {
+    if (fn == 2) {
+        if (w <= 0)
+            w = 1;
+        return 255.0 / (1.0 + exp(-4.0 * (x - c) / w));
+    }
+    if (fn == 1) {
+        if (w <= 0)
+            w = 1;
+        if (x <= c - w / 2)
+            return 0;
+        if (x > c + w / 2)
+            return 255;
+        double y = ((x - c) / w + 0.5) * 255.0;
+        return y < 0 ? 0 : y > 255 ? 255 : y;
+    }
     if (w < 1)
         w = 1;
     double lo = c - 0.5 - (w - 1) / 2, hi = c - 0.5 + (w - 1) / 2;
@@ -126,7 +143,7 @@ static int render_grey(const cs_dicom_pix *p, const void *frame, const cs_dicom_
             y = lut_at(&p->voi, m) / vmax * 255.0;
             y = y < 0 ? 0 : y > 255 ? 255 : y;
         } else {
-            y = window(m, c, w);
+            y = window(m, c, w, p->voi_function);
         }
         table[k] = (uint8_t)(invert ? 255.0 - y : y);
     }

@@ -112,6 +112,26 @@ def main():
         except Exception as e:
             print("FAIL %s: %s" % (name, e))
             failed += 1
+    # VOI LUT Function: CT_small with its window declared SIGMOID / LINEAR_EXACT
+    for fn in ("SIGMOID", "LINEAR_EXACT"):
+        try:
+            ds = pydicom.dcmread(os.path.join(R.DATA, "CT_small.dcm"))
+            ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = 40, 400, fn
+            src = os.path.join(tmp, "CT_small_%s.dcm" % fn)
+            ds.save_as(src)
+            mine, theirs = src + ".ours.pnm", src + ".dcmtk.pnm"
+            R.tool("render", src, mine)
+            subprocess.run(["dcmj2pnm", "+op", "-O", "+Wi", "1", src, theirs], check=True,
+                           capture_output=True)
+            d = np.abs(read_pnm(mine).astype(int) - read_pnm(theirs).astype(int))
+            ok = d.max() <= 1
+            print("%s CT_small with VOI LUT Function %s: max|diff| %d" %
+                  ("ok  " if ok else "FAIL", fn, d.max()))
+            passed += ok
+            failed += not ok
+        except Exception as e:
+            print("FAIL VOI LUT Function %s: %s" % (fn, e))
+            failed += 1
     R.report(passed, failed, skipped)
 
 
