@@ -318,14 +318,22 @@ int load_fragments(cs_dicom *d, DcmPixelSequence *seq)
         return 0;
     }
     if (ds->findAndGetElement(DcmTagKey(0x7FE0, 0x0001), eot).good() && eot->getLength() > 0) {
-        Uint8 *p = nullptr;
-        if (eot->getUint8Array(p).bad() || !p)
-            return cs_error_set(CS_EFORMAT, "Extended Offset Table unreadable");
+        // OV (DCMTK 3.6.7 reads it as 64-bit values) or OB from older writers
         std::vector<uint64_t> offs(eot->getLength() / 8);
-        for (size_t i = 0; i < offs.size(); i++) {
-            uint64_t v;
-            memcpy(&v, p + 8 * i, 8);
-            offs[i] = v; // little endian host (checked at build: x86-64, aarch64)
+        Uint64 *q = nullptr;
+        Uint8 *p = nullptr;
+        if (eot->getUint64Array(q).good() && q) {
+            for (size_t i = 0; i < offs.size(); i++)
+                offs[i] = q[i];
+        } else if (eot->getUint8Array(p).good() && p) {
+            for (size_t i = 0; i < offs.size(); i++) {
+                uint64_t v = 0;
+                for (int b = 7; b >= 0; b--)
+                    v = v << 8 | p[8 * i + (size_t)b];
+                offs[i] = v;
+            }
+        } else {
+            return cs_error_set(CS_EFORMAT, "Extended Offset Table unreadable");
         }
         return map_offsets(d, offs, "Extended Offset Table");
     }
