@@ -21,6 +21,22 @@ int cs_dicom_out_bytes(const cs_dicom_info *info)
     return info->bits_allocated <= 8 ? 1 : 2;
 }
 
+/* OR of all 16-bit values: a read-only pass, cheaper than rewriting when
+ * (as usual) nothing is out of range. */
+static uint16_t or16(const uint16_t *p, size_t n)
+{
+    uint64_t acc = 0;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        acc |= w;
+    }
+    for (; i < n; i++)
+        acc |= p[i];
+    return (uint16_t)(acc | acc >> 16 | acc >> 32 | acc >> 48);
+}
+
 void cs_dicom_normalize(const cs_dicom_info *info, void *buf, size_t n)
 {
     int bs = info->bits_stored;
@@ -47,9 +63,9 @@ void cs_dicom_normalize(const cs_dicom_info *info, void *buf, size_t n)
     if (info->pixel_signed) {
         for (size_t i = 0; i < n; i++) {
             uint16_t v = p[i] & mask;
-            p[i] = (v & sign) ? (uint16_t)(v | ~mask) : v;
+            p[i] = (uint16_t)((v ^ sign) - sign);
         }
-    } else {
+    } else if (or16(p, n) & (uint16_t)~mask) {
         for (size_t i = 0; i < n; i++)
             p[i] &= mask;
     }
@@ -69,6 +85,8 @@ void cs_dicom_normalize_decoded(const cs_dicom_info *info, void *buf, size_t n)
             p[i] = p[i] > max ? max : p[i];
     } else {
         uint16_t *p = buf, max = (uint16_t)((1u << bs) - 1);
+        if (!(or16(p, n) & (uint16_t)~max))
+            return;
         for (size_t i = 0; i < n; i++)
             p[i] = p[i] > max ? max : p[i];
     }

@@ -46,8 +46,9 @@ CS_INTERNAL int cs_dicom_out_bytes(const cs_dicom_info *info);
 /* Mask to Bits Stored (unsigned) or sign-extend (signed) in place: native
  * data, where bits above the High Bit are not part of the value. */
 CS_INTERNAL void cs_dicom_normalize(const cs_dicom_info *info, void *buf, size_t nsamples);
-/* The same for a codec's output: unsigned values above 2^Bits Stored - 1
- * (lossy overshoot) are clamped, not wrapped; signed ones sign-extend. */
+/* The same for a lossy codec's output: unsigned values above 2^Bits Stored
+ * - 1 (overshoot) are clamped, not wrapped; signed ones sign-extend.
+ * Lossless codecs reproduce native values: cs_dicom_normalize(). */
 CS_INTERNAL void cs_dicom_normalize_decoded(const cs_dicom_info *info, void *buf, size_t nsamples);
 
 /* Codecs: decode one frame's codestream into dst (the layout of

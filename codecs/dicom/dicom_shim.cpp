@@ -1082,7 +1082,12 @@ int decode_frame(cs_dicom *d, int frame, void *dst, size_t cap, int inner_thread
         if (cs_dicom_jpeg_sof(src, n, &prec, &ll, &nc) == 0 && prec <= in.bits_stored)
             return 0;
     }
-    cs_dicom_normalize_decoded(&in, out, ns);
+    // Lossless codecs reproduce native values (mask, as native data);
+    // lossy ones may overshoot (clamp).
+    if (d->ts->lossy)
+        cs_dicom_normalize_decoded(&in, out, ns);
+    else
+        cs_dicom_normalize(&in, out, ns);
     return 0;
 }
 

@@ -562,9 +562,8 @@ extern "C" int cs_dicomnet_accept(cs_dicomnet_listener *l, cs_dicomnet_assoc **o
         T_ASC_Association *assoc = NULL;
         OFCondition c = ASC_receiveAssociation(l->net, &assoc, (long)l->max_pdu, NULL, NULL,
                                                OFFalse, DUL_NOBLOCK, 1);
-        int err = errno;
         if (c == DUL_NOASSOCIATIONREQUEST ||
-            (c.bad() && !assoc && (err == EAGAIN || err == EWOULDBLOCK))) {
+            (c.bad() && strstr(c.text(), "accept failed") && strstr(c.text(), strerror(EAGAIN)))) {
             ASC_destroyAssociation(&assoc);
             return CS_ETIMEDOUT; /* another thread took it */
         }
@@ -588,6 +587,12 @@ extern "C" int cs_dicomnet_accept(cs_dicomnet_listener *l, cs_dicomnet_assoc **o
         ASC_getAPTitles(assoc->params, a->calling, sizeof(a->calling), called, sizeof(called), NULL,
                         0);
         copy(a->host, sizeof(a->host), assoc->params->DULparams.callingPresentationAddress);
+        if (!a->calling[0] && !called[0]) {
+            cs_error_set(CS_EFORMAT, "%s closed the connection without an association request",
+                         a->host);
+            cs_dicomnet_assoc_free(a);
+            return CS_EFORMAT;
+        }
         if (!l->any_called && l->aet != called) {
             T_ASC_RejectParameters rej = {ASC_RESULT_REJECTEDPERMANENT, ASC_SOURCE_SERVICEUSER,
                                           ASC_REASON_SU_CALLEDAETITLENOTRECOGNIZED};

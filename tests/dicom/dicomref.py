@@ -69,8 +69,8 @@ def ours(path, inf, out):
 
 def normalize(a, inf, decoded=False):
     """Stored values as cs_dicom defines them: masked to Bits Stored, or
-    sign-extended from it; a codec's unsigned output (decoded=True) is
-    clamped to 2^Bits Stored - 1 instead of masked (lossy overshoot)."""
+    sign-extended from it; a lossy codec's unsigned output (decoded=True) is
+    clamped to 2^Bits Stored - 1 instead of masked (overshoot)."""
     bs, ba = inf["bits_stored"], inf["bits_allocated"]
     if ba == 1 or bs >= (8 if ba <= 8 else 16):
         return a.astype(dtype_of(inf))
@@ -88,8 +88,7 @@ def shape4(a, inf):
 
 def ref_pydicom(path, inf):
     ds = pydicom.dcmread(path)
-    rle = inf["transfer_syntax"] == "1.2.840.10008.1.2.5"
-    return normalize(shape4(ds.pixel_array, inf), inf, decoded=rle)
+    return normalize(shape4(ds.pixel_array, inf), inf)
 
 
 def ref_dcmtk(path, inf, ts, tmp):
@@ -105,9 +104,8 @@ def ref_dcmtk(path, inf, ts, tmp):
         cmd = ["dcmconv", "+te", path, out]
     subprocess.run(cmd, check=True, capture_output=True)
     ds = pydicom.dcmread(out)
-    encapsulated = ts not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1",
-                              "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2")
-    return normalize(shape4(ds.pixel_array, inf), inf, decoded=encapsulated), ds
+    lossy = ts in JPEG_LOSSY or ts == "1.2.840.10008.1.2.4.81"
+    return normalize(shape4(ds.pixel_array, inf), inf, decoded=lossy), ds
 
 
 def encoded_frames(path, nframes):
@@ -136,7 +134,7 @@ def ref_opj(path, inf, tmp):
             a = np.where(v >= (1 << (p - 1)), v - (1 << p), v).astype(dt)
         a = a.reshape(inf["samples"], inf["rows"], inf["cols"]).transpose(1, 2, 0)
         frames.append(a)
-    return normalize(np.stack(frames), inf, decoded=True)
+    return normalize(np.stack(frames), inf, decoded=inf["transfer_syntax"] in J2K_LOSSY)
 
 
 def ref_deflframe(path, inf):

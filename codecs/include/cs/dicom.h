@@ -113,8 +113,9 @@ CS_API size_t cs_dicom_frame_size(const cs_dicom_info *info);
  *  when Bits Allocated is 8 and a native-endian (u)int16 otherwise (1-bit
  *  data is unpacked to one byte per pixel, 0 or 1). Native values are
  *  masked to Bits Stored (unsigned) or sign-extended from it (signed), so
- *  bits above the High Bit never leak; a codec's unsigned output above
- *  2^Bits Stored - 1 (lossy overshoot) is clamped, not wrapped. Colour stays in the photometric
+ *  bits above the High Bit never leak (lossless codecs' output too); a
+ *  lossy codec's unsigned output above 2^Bits Stored - 1 (overshoot) is
+ *  clamped, not wrapped. Colour stays in the photometric
  * interpretation the codec produces: RGB for JPEG with a YBR photometric (converted by the decoder,
  * as DCMTK and pydicom do) and for JPEG 2000 YBR_RCT/YBR_ICT (OpenJPEG's inverse MCT); uncompressed
  * YBR_FULL_422 is expanded to three samples per pixel (the stored Y Cb Cr, as pydicom does); the
