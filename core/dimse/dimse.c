@@ -44,8 +44,6 @@ typedef struct route {
 typedef struct slot {
     struct cs_dimse *n;
     cs_thread *t;
-    cs_dicomnet_assoc *a;
-    atomic_int done;
 } slot;
 
 struct cs_dimse {
@@ -62,7 +60,7 @@ struct cs_dimse {
     cs_dicomnet_listener *l;
     cs_logger *log;
     atomic_int stop;
-    cs_thread *accept_thr, *fwd_thr;
+    cs_thread *fwd_thr;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int kick; /* under mu: new forward rows */
@@ -710,73 +708,44 @@ static int on_find(const char *level, const cs_dicomnet_attr *keys, int nkeys,
 
 /* -------------------------------------------------------- associations */
 
+/* Each of the max_assoc threads accepts (handshake included) and then
+ * serves its association: a peer that connects and says nothing holds one
+ * thread until the ACSE timeout, never the others. Concurrent accepts on
+ * the listening socket are safe: it is non-blocking (cs_dicomnet_listen),
+ * a thread that loses the race gets CS_ETIMEDOUT. */
 static void assoc_main(void *userdata)
 {
     slot *s = userdata;
     cs_dimse *n = s->n;
-    worker w = {n, NULL, cs_dicomnet_assoc_peer_host(s->a)};
+    worker w = {n, NULL, NULL};
     if (cs_db_open(&w.db, n->db_path) < 0)
         cs_log(n->log, CS_LOG_ERROR, "database %s: %s", n->db_path, cs_error_last());
     else if (!n->fsync)
         cs_db_exec(w.db, "PRAGMA synchronous=NORMAL"); /* WAL: synced at checkpoints */
-    cs_dicomnet_handlers h = {sizeof(h), n->tmp, on_store, on_find, &w};
-    int r = cs_dicomnet_serve(s->a, &h);
-    if (r < 0)
-        cs_log(n->log, CS_LOG_WARN, "association with %s (%s) ended: %s",
-               cs_dicomnet_assoc_calling_aet(s->a), w.host, cs_error_last());
-    else
-        cs_log(n->log, CS_LOG_VERBOSE, "association with %s released",
-               cs_dicomnet_assoc_calling_aet(s->a));
-    cs_dicomnet_assoc_free(s->a);
-    s->a = NULL;
-    cs_db_close(w.db);
-    atomic_store(&s->done, 1);
-}
-
-static void reap(cs_dimse *n, int all)
-{
-    for (int i = 0; i < n->max_assoc; i++) {
-        slot *s = &n->slots[i];
-        if (s->t && (all || atomic_load(&s->done))) {
-            cs_thread_join(s->t);
-            s->t = NULL;
-        }
-    }
-}
-
-static void accept_main(void *userdata)
-{
-    cs_dimse *n = userdata;
     while (!atomic_load(&n->stop)) {
         cs_dicomnet_assoc *a;
         int r = cs_dicomnet_accept(n->l, &a, 200);
-        reap(n, 0);
         if (r == CS_ETIMEDOUT)
             continue;
         if (r < 0) {
             cs_log(n->log, CS_LOG_WARN, "%s", cs_error_last());
             continue;
         }
-        if (cs_error_last()[0])
+        if (cs_error_last()[0]) /* contexts refused, association kept */
             cs_log(n->log, CS_LOG_WARN, "%s", cs_error_last());
-        slot *s = NULL;
-        for (int i = 0; i < n->max_assoc && !s; i++)
-            if (!n->slots[i].t)
-                s = &n->slots[i];
-        if (!s) {
-            cs_log(n->log, CS_LOG_WARN, "association from %s dropped: %d already open",
-                   cs_dicomnet_assoc_calling_aet(a), n->max_assoc);
-            cs_dicomnet_assoc_free(a);
-            continue;
-        }
-        s->a = a;
-        atomic_store(&s->done, 0);
-        if (cs_thread_start(&s->t, "dimse-assoc", assoc_main, s) < 0) {
-            s->t = NULL;
-            cs_log(n->log, CS_LOG_ERROR, "no thread for an association: %s", cs_error_last());
-            cs_dicomnet_assoc_free(a);
-        }
+        w.host = cs_dicomnet_assoc_peer_host(a);
+        cs_dicomnet_handlers h = {sizeof(h), n->tmp, on_store, on_find, &w};
+        r = cs_dicomnet_serve(a, &h);
+        if (r < 0)
+            cs_log(n->log, CS_LOG_WARN, "association with %s (%s) ended: %s",
+                   cs_dicomnet_assoc_calling_aet(a), w.host, cs_error_last());
+        else
+            cs_log(n->log, CS_LOG_VERBOSE, "association with %s released",
+                   cs_dicomnet_assoc_calling_aet(a));
+        cs_dicomnet_assoc_free(a);
+        w.host = NULL;
     }
+    cs_db_close(w.db);
 }
 
 /* ----------------------------------------------------------- forwarder */
@@ -1102,7 +1071,9 @@ int cs_dimse_new(cs_dimse **out, const cs_dimse_opts *o)
 
 int cs_dimse_start(cs_dimse *n)
 {
-    int r = cs_thread_start(&n->accept_thr, "dimse-accept", accept_main, n);
+    int r = 0;
+    for (int i = 0; i < n->max_assoc && r == 0; i++)
+        r = cs_thread_start(&n->slots[i].t, "dimse-assoc", assoc_main, &n->slots[i]);
     if (r == 0)
         r = cs_thread_start(&n->fwd_thr, "dimse-fwd", fwd_main, n);
     if (r == 0)
@@ -1134,10 +1105,9 @@ void cs_dimse_free(cs_dimse *n)
     pthread_mutex_lock(&n->mu);
     pthread_cond_broadcast(&n->cv);
     pthread_mutex_unlock(&n->mu);
-    cs_thread_join(n->accept_thr);
+    for (int i = 0; n->slots && i < n->max_assoc; i++)
+        cs_thread_join(n->slots[i].t);
     cs_thread_join(n->fwd_thr);
-    if (n->slots)
-        reap(n, 1);
     cs_dicomnet_listener_free(n->l);
     free(n->slots);
     free(n->routes);

@@ -1,7 +1,8 @@
 """Hostile peers at the SCP, by hand over raw sockets: an association that
 drops half-way through a dataset, one that stalls, a truncated dataset, an
 element with a huge declared length, PDUs whose declared lengths lie, an
-unknown transfer syntax, garbage instead of an A-ASSOCIATE-RQ. Each gets a
+unknown transfer syntax, garbage instead of an A-ASSOCIATE-RQ, peers that
+connect and stay silent. Each gets a
 clear answer (status, rejection or abort, and a log line); the node keeps
 serving (echoscu and storescu right after succeed); nothing half-received
 is indexed or left in the store, and the temp dir ends empty."""
@@ -178,6 +179,16 @@ def run(c, node):
     s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     c.check(closed(s, TIMEOUT + 10), "HTTP on the DICOM port is dropped")
     s.close()
+
+    # 9. peers that connect and say nothing hold their own thread only
+    silent = [socket.create_connection(("127.0.0.1", node.port)) for _ in range(3)]
+    time.sleep(0.3)
+    t0 = time.time()
+    healthy(c, node, "three silent connections")
+    c.check(time.time() - t0 < 2.0, "echo answered in %.2f s while 3 peers stay silent"
+            % (time.time() - t0))
+    for s in silent:
+        s.close()
 
     # the node still works: a good store right after all that
     time.sleep(0.5)

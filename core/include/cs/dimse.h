@@ -1,9 +1,10 @@
 /* The DICOM node: C-ECHO/C-STORE/C-FIND SCP over the study store, and the
  * auto-forwarder that sends what arrives to a consulting site's node.
  *
- * Threads: one accept loop ("dimse-accept"), one thread per association
- * (up to opts.max_associations, "dimse-assoc"), one forwarder
- * ("dimse-fwd"). Each opens its own database handle on the shared file.
+ * Threads: opts.max_associations "dimse-assoc" threads, each accepting an
+ * association (handshake included, so a silent peer holds only its own
+ * thread) and serving it to the end; one forwarder ("dimse-fwd"). Each
+ * opens its own database handle on the shared file.
  *
  * The store: <store>/<study_uid>/<series_uid>/<sop_uid>.dcm, received into
  * <store>/.tmp under a temporary name, fdatasync'd, renamed into place, the
