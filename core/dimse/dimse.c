@@ -511,9 +511,20 @@ static const colmap cols[] = {
     {0x00280010, "i.rows", K_INT, 2},
     {0x00280011, "i.cols", K_INT, 2},
     {0x00280008, "i.frames", K_INT, 2},
+    {0x00201200, "count(*)", K_NONE, -1}, /* patient level, grouped by Patient ID */
 };
 #define NCOLS    ((int)(sizeof(cols) / sizeof(cols[0])))
 #define MAX_ARGS 64
+
+/* Which attributes a level has: PATIENT (-1) the patient module and its
+ * study count; STUDY (0) .. IMAGE (2) their own and those above. */
+static int in_level(const colmap *c, int lv)
+{
+    if (lv < 0)
+        return c->level == -1 || c->tag == 0x00100010 || c->tag == 0x00100020 ||
+               c->tag == 0x00100030 || c->tag == 0x00100040;
+    return c->level >= 0 && c->level <= lv;
+}
 
 typedef struct sqlbuf {
     char s[8192];
@@ -631,11 +642,12 @@ static int on_find(const char *level, const cs_dicomnet_attr *keys, int nkeys,
 {
     worker *w = userdata;
     int64_t t0 = cs_clock_ns();
-    int lv = !strcmp(level, "STUDY")    ? 0
+    int lv = !strcmp(level, "PATIENT")  ? -1
+             : !strcmp(level, "STUDY")  ? 0
              : !strcmp(level, "SERIES") ? 1
              : !strcmp(level, "IMAGE")  ? 2
-                                        : -1;
-    if (lv < 0) {
+                                        : -2;
+    if (lv < -1) {
         cs_log(w->n->log, CS_LOG_WARN, "C-FIND from %s at level %s: not supported", calling, level);
         return CS_DICOMNET_FIND_UNABLE;
     }
@@ -647,7 +659,7 @@ static int on_find(const char *level, const cs_dicomnet_attr *keys, int nkeys,
     int sel[NCOLS], nsel = 0;
     add(b, "SELECT ");
     for (int i = 0; i < NCOLS; i++) {
-        if (cols[i].level > lv)
+        if (!in_level(&cols[i], lv))
             continue;
         int asked = cols[i].kind != K_NONE && cols[i].kind != K_MODS;
         for (int k = 0; !asked && k < nkeys; k++)
@@ -657,16 +669,17 @@ static int on_find(const char *level, const cs_dicomnet_attr *keys, int nkeys,
         add(b, "%s%s", nsel ? ", " : "", cols[i].expr);
         sel[nsel++] = i;
     }
-    add(b, lv == 0   ? " FROM dicom_studies st WHERE 1"
+    add(b, lv <= 0   ? " FROM dicom_studies st WHERE 1"
            : lv == 1 ? " FROM dicom_series se JOIN dicom_studies st ON st.study_uid = se.study_uid"
                        " WHERE 1"
                      : " FROM dicom_instances i JOIN dicom_series se ON se.series_uid ="
                        " i.series_uid JOIN dicom_studies st ON st.study_uid = i.study_uid WHERE 1");
     for (int k = 0; k < nkeys; k++)
         for (int i = 0; i < NCOLS; i++)
-            if (cols[i].tag == keys[k].tag && cols[i].level <= lv)
+            if (cols[i].tag == keys[k].tag && in_level(&cols[i], lv))
                 where_key(b, &cols[i], keys[k].value);
-    add(b, lv == 0   ? " ORDER BY st.study_date, st.study_time, st.study_uid"
+    add(b, lv < 0    ? " GROUP BY st.patient_id ORDER BY st.patient_id"
+           : lv == 0 ? " ORDER BY st.study_date, st.study_time, st.study_uid"
            : lv == 1 ? " ORDER BY se.series_number, se.series_uid"
                      : " ORDER BY i.instance_number, i.sop_uid");
     int status = CS_DICOMNET_SUCCESS, count = 0;

@@ -19,8 +19,8 @@ import cshelp  # noqa: E402
 import pydicom  # noqa: E402
 
 
-def findscu(c, node, level, keys):
-    args = ["findscu", "-S", "-aet", "FINDSCU", "-aec", node.aet, "-k",
+def findscu(c, node, level, keys, model="-S"):
+    args = ["findscu", model, "-aet", "FINDSCU", "-aec", node.aet, "-k",
             "QueryRetrieveLevel=" + level]
     for k in keys:
         args += ["-k", k]
@@ -136,6 +136,11 @@ def scp_side(c, node, work):
                                           "SeriesInstanceUID=" + ct.SeriesInstanceUID,
                                           "SOPInstanceUID"])
     c.check(cnt == 1 and ct.SOPInstanceUID in out, "findscu IMAGE level")
+    npat = node.query("SELECT count(DISTINCT patient_id) FROM dicom_studies")[0][0]
+    cnt, out = findscu(c, node, "PATIENT", ["PatientID", "NumberOfPatientRelatedStudies"],
+                       model="-P")
+    c.check(cnt == npat and ct.PatientID in out,
+            "findscu PATIENT level (Patient Root): %d patients (want %d)" % (cnt, npat))
     q = node.query("SELECT count(*) FROM audit WHERE code = '110112'")[0][0]
     c.check(q >= 7, "each query left an ATNA 110112 record (%d)" % q)
 
