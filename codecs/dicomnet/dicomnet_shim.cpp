@@ -125,9 +125,14 @@ int cond_error(int code, const char *what, const OFCondition &c)
     return cs_error_set(code, "%s: %s", what, c.text());
 }
 
+/* Bounded copy that truncates on purpose (-O2 flags snprintf "%s" here). */
 void copy(char *dst, size_t cap, const char *src)
 {
-    snprintf(dst, cap, "%s", src ? src : "");
+    if (!cap)
+        return;
+    size_t n = src ? strnlen(src, cap - 1) : 0;
+    memcpy(dst, src ? src : "", n);
+    dst[n] = '\0';
 }
 
 /* A string attribute of @p ds (all values, trailing spaces gone). */
