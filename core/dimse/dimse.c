@@ -280,22 +280,33 @@ static int load_config(cs_dimse *n, const cs_dimse_opts *o)
 
 /* -------------------------------------------------------------- store */
 
+enum { ST_STUDY, ST_SERIES, ST_INSTANCE, ST_FORWARD, ST_DUP, ST_COUNT };
+
 typedef struct worker {
     cs_dimse *n;
     cs_db *db;
     const char *host;
+    cs_db_stmt *st[ST_COUNT]; /* prepared once per thread */
 } worker;
 
-static int exec_bind(cs_db *db, const char *sql, const char *const *args, int nargs)
+/* The cached statement @p k of @p w, reset; NULL on error. */
+static cs_db_stmt *stmt(struct worker *w, int k, const char *sql)
 {
-    cs_db_stmt *st;
-    int r = cs_db_prepare(db, &st, sql);
-    if (r < 0)
-        return r;
+    if (!w->st[k] && cs_db_prepare(w->db, &w->st[k], sql) < 0)
+        return NULL;
+    cs_db_reset(w->st[k]);
+    return w->st[k];
+}
+
+static int exec_bind(struct worker *w, int k, const char *sql, const char *const *args, int nargs)
+{
+    cs_db_stmt *st = stmt(w, k, sql);
+    if (!st)
+        return CS_EINVAL;
     for (int i = 0; i < nargs; i++)
         cs_db_bind_text(st, i + 1, args[i]);
-    r = cs_db_step(st);
-    cs_db_finalize(st);
+    int r = cs_db_step(st);
+    cs_db_reset(st);
     return r == CS_DB_ROW ? 0 : r;
 }
 
@@ -313,7 +324,7 @@ static int index_instance(worker *w, const cs_dicomnet_instance *in, const char 
                            in->patient_birth_date, in->patient_sex, in->study_date,
                            in->study_time,         in->accession,   in->study_id,
                            in->study_desc,         in->referring};
-    r = exec_bind(db,
+    r = exec_bind(w, ST_STUDY,
                   "INSERT INTO dicom_studies (study_uid, patient_id, patient_name,"
                   " patient_birth_date, patient_sex, study_date, study_time, accession, study_id,"
                   " study_desc, referring, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,"
@@ -334,7 +345,7 @@ static int index_instance(worker *w, const cs_dicomnet_instance *in, const char 
     if (r == 0) {
         const char *series[] = {in->series_uid, in->study_uid,   in->modality,
                                 num[0],         in->series_desc, in->body_part};
-        r = exec_bind(db,
+        r = exec_bind(w, ST_SERIES,
                       "INSERT INTO dicom_series (series_uid, study_uid, modality, series_number,"
                       " series_desc, body_part, updated_at) VALUES ($1,$2,$3,"
                       " CASE WHEN $4 = '-1' THEN NULL ELSE CAST($4 AS INTEGER) END,$5,$6,"
@@ -358,7 +369,7 @@ static int index_instance(worker *w, const cs_dicomnet_instance *in, const char 
                               dims[2],        rel,
                               num[2],         in->sha256,
                               in->calling_aet};
-        r = exec_bind(db,
+        r = exec_bind(w, ST_INSTANCE,
                       "INSERT OR REPLACE INTO dicom_instances (sop_uid, series_uid, study_uid,"
                       " sop_class, instance_number, transfer_syntax, rows, cols, frames, path,"
                       " size, sha256, source_aet, received_at) VALUES ($1,$2,$3,$4,"
@@ -375,7 +386,7 @@ static int index_instance(worker *w, const cs_dicomnet_instance *in, const char 
         if (!strcmp(rt->peer_aet, in->calling_aet))
             continue; /* never back to where it came from */
         const char *q[] = {in->sop_uid, rt->peer, rt->ts};
-        r = exec_bind(db,
+        r = exec_bind(w, ST_FORWARD,
                       "INSERT INTO forward_queue (sop_uid, peer, transfer_syntax, created_at)"
                       " VALUES ($1,$2,$3,strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
                       q, 3);
@@ -415,13 +426,13 @@ static int on_store(const cs_dicomnet_instance *in, void *userdata)
         return CS_DICOMNET_OUT_OF_RESOURCES;
     }
     /* A duplicate with the same bytes: acknowledged, not stored again. */
-    cs_db_stmt *st;
     int dup = 0;
-    if (cs_db_prepare(w->db, &st, "SELECT sha256 FROM dicom_instances WHERE sop_uid = $1") == 0) {
+    cs_db_stmt *st = stmt(w, ST_DUP, "SELECT sha256 FROM dicom_instances WHERE sop_uid = $1");
+    if (st) {
         cs_db_bind_text(st, 1, in->sop_uid);
         if (cs_db_step(st) == CS_DB_ROW)
             dup = !strcmp(cs_db_column_text(st, 0), in->sha256) ? 1 : 2;
-        cs_db_finalize(st);
+        cs_db_reset(st);
     }
     if (dup == 1) {
         cs_log(n->log, CS_LOG_VERBOSE, "%s from %s: already stored, same bytes", in->sop_uid,
@@ -730,7 +741,7 @@ static void assoc_main(void *userdata)
 {
     slot *s = userdata;
     cs_dimse *n = s->n;
-    worker w = {n, NULL, NULL};
+    worker w = {n, NULL, NULL, {NULL}};
     if (cs_db_open(&w.db, n->db_path) < 0)
         cs_log(n->log, CS_LOG_ERROR, "database %s: %s", n->db_path, cs_error_last());
     else if (!n->fsync)
@@ -758,6 +769,8 @@ static void assoc_main(void *userdata)
         cs_dicomnet_assoc_free(a);
         w.host = NULL;
     }
+    for (int k = 0; k < ST_COUNT; k++)
+        cs_db_finalize(w.st[k]);
     cs_db_close(w.db);
 }
 
