@@ -8,7 +8,9 @@
 - Lossy JPEG baseline only when asked (8-bit grey/RGB inputs, quality 90):
   (0028,2110) "01", (0028,2112) the ratio (uncompressed / compressed bytes,
   within 1 %; below 1 for 10x10 tiles), (0028,2114) ends with ISO_10918_1; dcmdjpeg
-  decodes it; luma PSNR against the input > 30 dB; dciodvfy adds no error."""
+  decodes it; luma PSNR against the input > 30 dB; dciodvfy adds no error.
+- JPEG-LS near-lossless (NEAR 2) on request: every value within 2 of the
+  input, (0028,2114) ISO_14495_1, dcmdjpls decodes the same values."""
 import os
 import re
 import subprocess
@@ -122,6 +124,34 @@ def main():
             passed += 1
         except Exception as e:
             print("FAIL %s: %s" % (name, e))
+            failed += 1
+    # JPEG-LS near-lossless on request: every value within NEAR of the input
+    # (the JPEG-LS guarantee), lossy attributes with ISO_14495_1, dcmdjpls
+    # decodes it to the same values as we do.
+    for name in ("CT_small.dcm", "MR2_UNCR.dcm", "US1_UNCR.dcm"):
+        path = os.path.join(R.DATA, name)
+        try:
+            inf = R.info(path)
+            before = R.ours(path, inf, os.path.join(tmp, name + ".before.raw"))
+            out = os.path.join(tmp, name + ".near.dcm")
+            R.tool("transcode", path, out, "1.2.840.10008.1.2.4.81", 2)
+            inf2 = R.info(out)
+            after = R.ours(out, inf2, out + ".raw")
+            err = int(np.abs(after.astype(np.int64) - before.astype(np.int64)).max())
+            assert err <= 2, "NEAR=2 but max error %d" % err
+            ref, _ = R.ref_dcmtk(out, inf2, inf2["transfer_syntax"], tmp)
+            assert np.array_equal(ref, after), "dcmdjpls decodes differently"
+            ds = pydicom.dcmread(out, stop_before_pixels=True)
+            assert ds.LossyImageCompression == "01"
+            methods = ds.LossyImageCompressionMethod
+            last = methods[-1] if isinstance(methods, pydicom.multival.MultiValue) else methods
+            assert last == "ISO_14495_1", last
+            check_no_new_errors(path, out, tmp)
+            print("ok   %s JPEG-LS near 2: max error %d, %d -> %d bytes" %
+                  (name, err, os.path.getsize(path), os.path.getsize(out)))
+            passed += 1
+        except Exception as e:
+            print("FAIL %s JPEG-LS near: %s" % (name, e))
             failed += 1
     R.report(passed, failed, skipped)
 
