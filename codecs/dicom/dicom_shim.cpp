@@ -119,6 +119,9 @@ struct cs_dicom {
     };
     std::vector<frame_vals> per_frame;
     E_TransferSyntax cur_xfer = EXS_Unknown;
+    // The file's bytes, kept only for syntaxes DCMTK 3.6.7 cannot write
+    // (HTJ2K, Deflated Image Frame): save() writes them unchanged.
+    std::vector<uint8_t> orig;
     ~cs_dicom()
     {
         delete ff;
@@ -844,6 +847,8 @@ int parse(cs_dicom *d, const uint8_t *data, size_t len)
     if (rc)
         return rc;
     d->cur_xfer = d->ts->xfer;
+    if (d->cur_xfer == EXS_Unknown)
+        d->orig.assign(data, data + len);
     return load_pixels(d);
 }
 
@@ -1095,6 +1100,10 @@ int decode_frame(cs_dicom *d, int frame, void *dst, size_t cap, int inner_thread
 
 int write_mem(cs_dicom *d, E_TransferSyntax xfer, std::vector<uint8_t> &out)
 {
+    if (xfer == EXS_Unknown && !d->orig.empty()) {
+        out = d->orig; // unmodified (edits refuse these syntaxes)
+        return 0;
+    }
     if (xfer == EXS_Unknown)
         return cs_error_set(CS_EINVAL,
                             "cannot write transfer syntax %s with DCMTK 3.6.7 (transcode first)",
@@ -1149,6 +1158,7 @@ int reload(cs_dicom *d)
         d->lut_store[i].swap(n->lut_store[i]);
     d->per_frame.swap(n->per_frame);
     d->cur_xfer = n->cur_xfer;
+    d->orig.swap(n->orig);
     delete n;
     return 0;
 }
@@ -1503,6 +1513,8 @@ int transcode(cs_dicom *d, const cs_dicom_transcode_opts *opts)
     const char *target = opts && opts->transfer_syntax ? opts->transfer_syntax : CS_DICOM_TS_JLS_LL;
     int quality = opts ? opts->quality : 90;
     const ts_entry *to = find_ts(target);
+    if (to && strcmp(target, d->pix.info.transfer_syntax) == 0)
+        return 0; // already there (also for syntaxes DCMTK cannot write)
     if (!to || to->xfer == EXS_Unknown)
         return cs_error_set(CS_EINVAL, "transcode: unknown or unwritable transfer syntax \"%s\"",
                             target);

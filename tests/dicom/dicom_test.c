@@ -375,6 +375,39 @@ static void dicom__ranges(void **state)
     assert_int_equal(cs_dicom_open(&d, "/nonexistent/x.dcm"), CS_ENOTFOUND);
 }
 
+/* Syntaxes DCMTK 3.6.7 cannot write: save gives the original bytes back,
+ * edits are refused, transcoding away from them works. */
+static void dicom__unwritable_syntax(void **state)
+{
+    (void)state;
+    blob b = load("HTJ2K_08_RGB.dcm");
+    cs_dicom *d = NULL;
+    assert_int_equal(cs_dicom_open_mem(&d, b.p, b.n), 0);
+    cs_buf *out = NULL;
+    assert_int_equal(cs_dicom_save_mem(d, &out), 0);
+    assert_int_equal(cs_buf_size(out), b.n);
+    assert_memory_equal(cs_buf_data(out), b.p, b.n);
+    cs_buf_unref(out);
+    assert_int_equal(cs_dicom_deidentify(d), CS_EINVAL);
+    assert_non_null(strstr(cs_error_last(), "DCMTK"));
+    cs_dicom_info in;
+    cs_dicom_get_info(d, &in);
+    size_t fs = cs_dicom_frame_size(&in);
+    uint8_t *a = malloc(fs), *c = malloc(fs);
+    assert_int_equal(cs_dicom_frame_decode(d, 0, a, fs), 0);
+    cs_dicom_transcode_opts o = CS_DICOM_TRANSCODE_OPTS_INIT; /* JPEG-LS lossless */
+    assert_int_equal(cs_dicom_transcode(d, &o), 0);
+    cs_dicom_get_info(d, &in);
+    assert_string_equal(in.transfer_syntax, CS_DICOM_TS_JLS_LL);
+    assert_int_equal(cs_dicom_frame_decode(d, 0, c, fs), 0);
+    assert_memory_equal(a, c, fs); /* lossless: the HTJ2K decode, bit for bit */
+    assert_int_equal(cs_dicom_deidentify(d), 0);
+    free(a);
+    free(c);
+    cs_dicom_free(d);
+    free(b.p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -388,6 +421,7 @@ int main(void)
         cmocka_unit_test(dicom__corrupt_rle),
         cmocka_unit_test(dicom__corrupt_jpeg),
         cmocka_unit_test(dicom__ranges),
+        cmocka_unit_test(dicom__unwritable_syntax),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

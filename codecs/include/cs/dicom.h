@@ -190,7 +190,9 @@ CS_API int cs_dicom_transcode(cs_dicom *d, const cs_dicom_transcode_opts *opts);
 CS_API int cs_dicom_deidentify(cs_dicom *d);
 
 /** Write @p d as a Part 10 file in its current transfer syntax, through a
- *  temporary file renamed into place (a reader never sees a partial file). */
+ *  temporary file renamed into place (a reader never sees a partial file).
+ *  Syntaxes DCMTK 3.6.7 cannot write (HTJ2K, Deflated Image Frame
+ *  Compression) are saved as the original bytes, unchanged. */
 CS_API int cs_dicom_save(cs_dicom *d, const char *path);
 /** The same, into a new buffer. */
 CS_API int cs_dicom_save_mem(cs_dicom *d, cs_buf **out);
