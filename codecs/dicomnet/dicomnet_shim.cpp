@@ -26,6 +26,7 @@
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dcdeftag.h"
 #include "dcmtk/dcmdata/dcfilefo.h"
+#include "dcmtk/dcmdata/dcmetinf.h"
 #include "dcmtk/dcmdata/dcostrmf.h"
 #include "dcmtk/dcmdata/dcrledrg.h"
 #include "dcmtk/dcmdata/dcrleerg.h"
@@ -98,9 +99,9 @@ const char *const store_syntaxes[] = {
     UID_JPEGProcess14TransferSyntax,
     UID_JPEG2000LosslessOnlyTransferSyntax,
     UID_JPEG2000TransferSyntax,
-    "1.2.840.10008.1.2.4.201", /* HTJ2K lossless */
-    "1.2.840.10008.1.2.4.202", /* HTJ2K RPCL lossless */
-    "1.2.840.10008.1.2.4.203", /* HTJ2K */
+    /* Not HTJ2K (1.2.840.10008.1.2.4.201-203): DCMTK 3.6.7's DIMSE layer
+     * refuses every message on a context in a syntax it does not know, so
+     * we do not accept one; a sender falls back to its other proposals. */
     UID_JPEGProcess1TransferSyntax,
     UID_JPEGProcess2_4TransferSyntax,
     UID_RLELosslessTransferSyntax,
@@ -229,8 +230,13 @@ int describe(const char *path, const T_DIMSE_C_StoreRQ &req, cs_dicomnet_instanc
         why = "dataset lacks Study or Series Instance UID";
         return CS_DICOMNET_DATASET_MISMATCH;
     }
-    copy(inst->transfer_syntax, sizeof(inst->transfer_syntax),
-         DcmXfer(ds->getOriginalXfer()).getXferID());
+    /* The meta header's syntax: DCMTK reads a dataset in a syntax it does
+     * not know (HTJ2K) as explicit little endian and would say so. */
+    get(ff.getMetaInfo(), DCM_TransferSyntaxUID, inst->transfer_syntax,
+        sizeof(inst->transfer_syntax));
+    if (!inst->transfer_syntax[0])
+        copy(inst->transfer_syntax, sizeof(inst->transfer_syntax),
+             DcmXfer(ds->getOriginalXfer()).getXferID());
     get(ds, DCM_PatientID, inst->patient_id, sizeof(inst->patient_id));
     get(ds, DCM_PatientName, inst->patient_name, sizeof(inst->patient_name));
     get(ds, DCM_PatientBirthDate, inst->patient_birth_date, sizeof(inst->patient_birth_date));
@@ -875,6 +881,15 @@ extern "C" int cs_dicomnet_echo(cs_dicomnet_assoc *a, int *status)
     }
 }
 
+extern "C" int cs_dicomnet_ts_known(const char *ts)
+{
+    try {
+        return DcmXfer(ts).getXfer() != EXS_Unknown;
+    } catch (...) {
+        return 0;
+    }
+}
+
 extern "C" int cs_dicomnet_accepted(cs_dicomnet_assoc *a, const char *sop_class, const char *ts)
 {
     try {
@@ -896,7 +911,9 @@ extern "C" int cs_dicomnet_file_probe(const char *path, char sop_class[65], char
                                 c.text());
         }
         get(ff.getDataset(), DCM_SOPClassUID, sop_class, 65);
-        copy(ts, 65, DcmXfer(ff.getDataset()->getOriginalXfer()).getXferID());
+        get(ff.getMetaInfo(), DCM_TransferSyntaxUID, ts, 65);
+        if (!ts[0])
+            copy(ts, 65, DcmXfer(ff.getDataset()->getOriginalXfer()).getXferID());
         if (!sop_class[0])
             return cs_error_set(CS_EFORMAT, "%s: no SOP Class UID", path);
         return 0;

@@ -156,7 +156,7 @@ int cs_dimse_send_file(cs_dicomnet_assoc *a, const char *path, const char *want_
     const char *target = NULL;
     if (want_ts && *want_ts && cs_dicomnet_accepted(a, sop, want_ts))
         target = want_ts;
-    else if (cs_dicomnet_accepted(a, sop, ts))
+    else if (cs_dicomnet_ts_known(ts) && cs_dicomnet_accepted(a, sop, ts))
         target = ts;
     else if (cs_dicomnet_accepted(a, sop, CS_DICOM_TS_EXPLICIT_LE))
         target = CS_DICOM_TS_EXPLICIT_LE;

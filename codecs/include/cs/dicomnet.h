@@ -81,9 +81,9 @@ CS_API int cs_dicomnet_listener_port(const cs_dicomnet_listener *l);
 CS_API void cs_dicomnet_listener_free(cs_dicomnet_listener *l);
 
 /** Wait up to @p timeout_ms for a peer and negotiate its association:
- *  Verification, every storage SOP class (any transfer syntax DCMTK or
- *  codecs/dicom read: uncompressed, deflate, RLE, JPEG, JPEG-LS, JPEG 2000,
- *  HTJ2K; the sender's choice is kept) and Study/Patient Root C-FIND.
+ *  Verification, every storage SOP class (uncompressed, deflate, RLE,
+ *  JPEG, JPEG-LS, JPEG 2000; the sender's choice is kept; not HTJ2K, which
+ *  DCMTK 3.6.7's DIMSE layer refuses) and Study/Patient Root C-FIND.
  *  @return 0 with @p *out set; CS_ETIMEDOUT when nobody came; CS_EFORMAT
  *  when the peer was refused or broke the handshake (message says why;
  *  keep accepting); CS_EIO for a listener failure. */
@@ -171,6 +171,10 @@ CS_API int cs_dicomnet_connect(cs_dicomnet_assoc **out, const cs_dicomnet_peer *
 
 /** C-ECHO. @return 0 with the DIMSE status in @p status, or CS_EIO... */
 CS_API int cs_dicomnet_echo(cs_dicomnet_assoc *a, int *status);
+
+/** Whether DCMTK (3.6.7) can send data in syntax @p ts as it is (false for
+ *  HTJ2K: cs_dimse_send_file() re-encodes such files with cs_dicom). */
+CS_API int cs_dicomnet_ts_known(const char *ts);
 
 /** Whether the peer accepted a context for @p sop_class in syntax @p ts. */
 CS_API int cs_dicomnet_accepted(cs_dicomnet_assoc *a, const char *sop_class, const char *ts);
