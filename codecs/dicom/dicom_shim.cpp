@@ -35,6 +35,7 @@
 #include <dcmtk/dcmjpeg/djdijg12.h>
 #include <dcmtk/dcmjpeg/djdijg16.h>
 #include <dcmtk/dcmjpeg/djdijg8.h>
+#include <dcmtk/dcmjpeg/djutils.h>
 #include <dcmtk/oflog/oflog.h>
 #include <fcntl.h>
 #include <fstream>
@@ -964,8 +965,12 @@ int decode_deflframe(const cs_dicom_info &in, const uint8_t *src, size_t n, uint
     return decode_native_src(in, raw.data(), 0, dst);
 }
 
-int decode_ijg(cs_dicom *d, const uint8_t *src, size_t n, uint8_t *dst, size_t cap)
+// DCMTK's IJG decoders suspend at the end of each input buffer, so the
+// fragments of a frame are fed one after the other, never joined.
+int decode_ijg(cs_dicom *d, const span *parts, size_t nparts, uint8_t *dst, size_t cap)
 {
+    const uint8_t *src = parts[0].p;
+    size_t n = parts[0].n;
     const cs_dicom_info &in = d->pix.info;
     int prec = 0, ll = 0, nc = 0;
     int rc = cs_dicom_jpeg_sof(src, n, &prec, &ll, &nc);
@@ -974,8 +979,6 @@ int decode_ijg(cs_dicom *d, const uint8_t *src, size_t n, uint8_t *dst, size_t c
     if (nc != in.samples)
         return cs_error_set(CS_EFORMAT, "JPEG has %d components, the dataset %d samples", nc,
                             in.samples);
-    if (n > 0xFFFFFFFFu)
-        return cs_error_set(CS_EFORMAT, "JPEG frame too large");
     DJCodecParameter cp(ECC_lossyYCbCr, EDC_photometricInterpretation, EUC_default, EPC_default);
     bool ybr = strncmp(in.photometric, "YBR", 3) == 0;
     DJDecoder *dec;
@@ -1002,9 +1005,16 @@ int decode_ijg(cs_dicom *d, const uint8_t *src, size_t n, uint8_t *dst, size_t c
         return cs_error_set(CS_ERANGE, "frame buffer too small");
     }
     OFCondition c = dec->init();
-    if (c.good())
-        c = dec->decode(const_cast<Uint8 *>(src), (Uint32)n, target, (Uint32)tsize,
+    for (size_t i = 0; c.good() && i < nparts; i++) {
+        if (parts[i].n > 0xFFFFFFFFu)
+            return cs_error_set(CS_EFORMAT, "JPEG fragment too large");
+        c = dec->decode(const_cast<Uint8 *>(parts[i].p), (Uint32)parts[i].n, target, (Uint32)tsize,
                         in.pixel_signed ? OFTrue : OFFalse);
+        if (c == EJ_Suspension && i + 1 < nparts)
+            c = EC_Normal; // more data follows
+    }
+    if (c == EJ_Suspension)
+        return cs_error_set(CS_EFORMAT, "JPEG decode (DCMTK IJG): the codestream ends early");
     if (c.bad())
         return cs_error_set(CS_EFORMAT, "JPEG decode (DCMTK IJG %d-bit): %s",
                             prec <= 8    ? 8
@@ -1036,6 +1046,25 @@ int decode_frame(cs_dicom *d, int frame, void *dst, size_t cap, int inner_thread
     std::vector<uint8_t> joined;
     const uint8_t *src;
     size_t n;
+    if (d->ts->kind == TS_JPEG && ff.second > 1) {
+        // 12/16-bit and lossless JPEG go to DCMTK's IJG fragment by fragment
+        const span &f0 = d->frags[ff.first];
+        int prec = 0, ll = 0, nc = 0;
+        if (f0.n && cs_dicom_jpeg_sof(f0.p, f0.n, &prec, &ll, &nc) == 0 &&
+            (prec != 8 || ll || cs_dicom_out_bytes(&in) != 1)) {
+            int rc = decode_ijg(d, &d->frags[ff.first], ff.second, out, cap);
+            if (rc)
+                return rc;
+            size_t ns2 = (size_t)in.rows * in.cols * in.samples;
+            if (!in.pixel_signed && prec <= in.bits_stored)
+                return 0;
+            if (d->ts->lossy)
+                cs_dicom_normalize_decoded(&in, out, ns2);
+            else
+                cs_dicom_normalize(&in, out, ns2);
+            return 0;
+        }
+    }
     if (ff.second == 1) {
         src = d->frags[ff.first].p;
         n = d->frags[ff.first].n;
@@ -1072,8 +1101,10 @@ int decode_frame(cs_dicom *d, int frame, void *dst, size_t cap, int inner_thread
         return decode_deflframe(in, src, n, out);
     case TS_JPEG:
         rc = cs_dicom_jpeg8_decode(&in, src, n, out, cap);
-        if (rc == 1)
-            rc = decode_ijg(d, src, n, out, cap);
+        if (rc == 1) {
+            span whole = {src, n};
+            rc = decode_ijg(d, &whole, 1, out, cap);
+        }
         break;
     default:
         rc = cs_error_set(CS_EFORMAT, "unsupported syntax");
