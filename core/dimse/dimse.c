@@ -437,6 +437,10 @@ static int on_store(const cs_dicomnet_instance *in, void *userdata)
     if (dup == 1) {
         cs_log(n->log, CS_LOG_VERBOSE, "%s from %s: already stored, same bytes", in->sop_uid,
                in->calling_aet);
+        cs_db_audit a = {"110104", "DICOM instance received (duplicate, kept once)",
+                         0,        in->calling_aet,
+                         w->host,  in->sop_uid};
+        cs_db_audit_append(w->db, &a, NULL);
         return CS_DICOMNET_SUCCESS;
     }
     char rel[256], abs[PATH_CAP], dir[PATH_CAP];
