@@ -31,8 +31,11 @@
 #include "cs/log.h"
 #include "cs/thread.h"
 
-#define PATH_CAP  4096
-#define STORE_CAP 3000 /* leaves room for study/series/sop below it */
+#define PATH_CAP    4096
+#define FWD_THREADS 2     /* associations per peer at once: fills the RTT gaps */
+#define FWD_BATCH   8     /* rows a forwarder claims at a time */
+#define FWD_LEASE   300.0 /* s a claimed row is hidden from the other forwarder */
+#define STORE_CAP   3000  /* leaves room for study/series/sop below it */
 
 typedef struct route {
     char from_aet[17];
@@ -60,10 +63,10 @@ struct cs_dimse {
     cs_dicomnet_listener *l;
     cs_logger *log;
     atomic_int stop;
-    cs_thread *fwd_thr;
+    cs_thread *fwd_thr[FWD_THREADS];
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int kick; /* under mu: new forward rows */
+    unsigned kick; /* under mu: bumped when forward rows are queued */
     slot *slots;
 };
 
@@ -405,8 +408,8 @@ static int index_instance(worker *w, const cs_dicomnet_instance *in, const char 
     }
     if (queued) {
         pthread_mutex_lock(&w->n->mu);
-        w->n->kick = 1;
-        pthread_cond_signal(&w->n->cv);
+        w->n->kick++;
+        pthread_cond_broadcast(&w->n->cv);
         pthread_mutex_unlock(&w->n->mu);
     }
     return 0;
@@ -821,16 +824,20 @@ static void fwd_done(cs_dimse *n, cs_db *db, const fwd_item *it, const char *pee
     cs_db_commit(db);
 }
 
-/* Up to @p cap due items for @p peer, oldest first. */
+/* Claim up to @p cap due items for @p peer, oldest first. */
 static int fwd_load(cs_db *db, const char *peer, fwd_item *items, int cap)
 {
     cs_db_stmt *st;
+    if (cs_db_begin(db) < 0)
+        return 0;
     if (cs_db_prepare(db, &st,
                       "SELECT q.id, q.sop_uid, coalesce(nullif(q.transfer_syntax, ''),"
                       " i.transfer_syntax), i.sop_class, i.path FROM forward_queue q JOIN"
                       " dicom_instances i ON i.sop_uid = q.sop_uid WHERE q.peer = $1 AND"
-                      " q.next_at <= $2 ORDER BY q.id LIMIT $3") < 0)
+                      " q.next_at <= $2 ORDER BY q.id LIMIT $3") < 0) {
+        cs_db_rollback(db);
         return 0;
+    }
     cs_db_bind_text(st, 1, peer);
     cs_db_bind_real(st, 2, now_s());
     cs_db_bind_int(st, 3, cap);
@@ -844,7 +851,54 @@ static int fwd_load(cs_db *db, const char *peer, fwd_item *items, int cap)
         snprintf(it->path, sizeof(it->path), "%s", cs_db_column_text(st, 4));
     }
     cs_db_finalize(st);
+    /* Claimed: the other forwarder skips them until done, backed off,
+     * released, or the lease runs out (a crash: sent again, and the peer
+     * keeps an identical duplicate once). */
+    if (k && cs_db_prepare(db, &st, "UPDATE forward_queue SET next_at = $2 WHERE id = $1") == 0) {
+        for (int i = 0; i < k; i++) {
+            cs_db_reset(st);
+            cs_db_bind_int(st, 1, items[i].id);
+            cs_db_bind_real(st, 2, now_s() + FWD_LEASE);
+            cs_db_step(st);
+        }
+        cs_db_finalize(st);
+    }
+    cs_db_commit(db);
     return k;
+}
+
+/* Wait up to @p ms for new forward rows (or stop); @p seen is the kick
+ * generation the caller last saw. */
+static void fwd_wait(cs_dimse *n, unsigned *seen, long ms)
+{
+    pthread_mutex_lock(&n->mu);
+    if (n->kick == *seen && !atomic_load(&n->stop)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        long ns = ts.tv_nsec + ms * 1000000L;
+        ts.tv_sec += ns / 1000000000L;
+        ts.tv_nsec = ns % 1000000000L;
+        pthread_cond_timedwait(&n->cv, &n->mu, &ts);
+    }
+    *seen = n->kick;
+    pthread_mutex_unlock(&n->mu);
+}
+
+/* Give rows back: due again after @p delay s (0: now). */
+static void fwd_release(cs_db *db, const fwd_item *items, int k, double delay)
+{
+    cs_db_stmt *st;
+    if (k <= 0 || cs_db_prepare(db, &st, "UPDATE forward_queue SET next_at = $2 WHERE id = $1") < 0)
+        return;
+    for (int i = 0; i < k; i++) {
+        if (!items[i].id)
+            continue; /* done or backed off already */
+        cs_db_reset(st);
+        cs_db_bind_int(st, 1, items[i].id);
+        cs_db_bind_real(st, 2, delay > 0 ? now_s() + delay : 0);
+        cs_db_step(st);
+    }
+    cs_db_finalize(st);
 }
 
 /* Queue rows whose instance is gone from the index can never be sent. */
@@ -854,9 +908,7 @@ static void fwd_prune(cs_db *db)
                    " (SELECT sop_uid FROM dicom_instances)");
 }
 
-#define FWD_BATCH 64
-
-static void fwd_peer(cs_dimse *n, cs_db *db, const char *peer_text)
+static void fwd_peer(cs_dimse *n, cs_db *db, const char *peer_text, unsigned *seen)
 {
     cs_dicomnet_peer peer;
     if (cs_dicomnet_peer_parse(&peer, peer_text) < 0) {
@@ -871,15 +923,15 @@ static void fwd_peer(cs_dimse *n, cs_db *db, const char *peer_text)
     const char *classes[FWD_BATCH], *syntaxes[8];
     int nc = 0, nt = 0;
     for (int i = 0; i < k; i++) {
-        int seen = 0;
-        for (int j = 0; j < nc && !seen; j++)
-            seen = !strcmp(classes[j], items[i].sop_class);
-        if (!seen && nc < 40)
+        int have = 0;
+        for (int j = 0; j < nc && !have; j++)
+            have = !strcmp(classes[j], items[i].sop_class);
+        if (!have && nc < FWD_BATCH)
             classes[nc++] = items[i].sop_class;
-        seen = 0;
-        for (int j = 0; j < nt && !seen; j++)
-            seen = !strcmp(syntaxes[j], items[i].ts);
-        if (!seen && nt < 2)
+        have = 0;
+        for (int j = 0; j < nt && !have; j++)
+            have = !strcmp(syntaxes[j], items[i].ts);
+        if (!have && nt < 2)
             syntaxes[nt++] = items[i].ts;
     }
     cs_dicomnet_connect_opts co = CS_DICOMNET_CONNECT_OPTS_INIT;
@@ -895,6 +947,8 @@ static void fwd_peer(cs_dimse *n, cs_db *db, const char *peer_text)
         if (k) {
             cs_log(n->log, CS_LOG_WARN, "forward to %s: %s (will retry)", peer_text,
                    cs_error_last());
+            for (int i = 0; i < k; i++)
+                fwd_backoff(db, peer_text, items[i].id, cs_error_last());
             fwd_backoff(db, peer_text, 0, cs_error_last());
         }
         free(items);
@@ -902,7 +956,7 @@ static void fwd_peer(cs_dimse *n, cs_db *db, const char *peer_text)
     }
     /* The class names point into items[]: keep a private copy of the
      * proposed set while items[] is reloaded. */
-    char proposed[40][65];
+    char proposed[FWD_BATCH][65];
     for (int j = 0; j < nc; j++)
         snprintf(proposed[j], sizeof(proposed[j]), "%s", classes[j]);
     int sent = 0, broken = 0;
@@ -915,7 +969,7 @@ static void fwd_peer(cs_dimse *n, cs_db *db, const char *peer_text)
             for (int j = 0; j < nc && !ok; j++)
                 ok = !strcmp(proposed[j], it->sop_class);
             if (!ok)
-                continue; /* another association will propose it */
+                continue; /* released below: another association will propose it */
             any = 1;
             char path[PATH_CAP], sent_ts[65] = "";
             snprintf(path, sizeof(path), "%s/%s", n->store, it->path);
@@ -927,12 +981,16 @@ static void fwd_peer(cs_dimse *n, cs_db *db, const char *peer_text)
                        cs_error_last());
                 fwd_backoff(db, peer_text, it->id, cs_error_last());
                 broken = 1;
+                it->id = 0;
+                fwd_release(db, items + i + 1, k - i - 1, 1.0);
             } else if (r < 0) {
                 cs_log(n->log, CS_LOG_ERROR, "forward %s to %s: %s (dropped)", it->sop_uid,
                        peer_text, cs_error_last());
                 fwd_done(n, db, it, peer_text, 8, "DICOM instance not forwarded");
+                it->id = 0;
             } else if (status == 0 || (status & 0xf000) == 0xb000) {
                 fwd_done(n, db, it, peer_text, 0, "DICOM instance forwarded");
+                it->id = 0;
                 sent++;
                 cs_log(n->log, CS_LOG_VERBOSE, "forwarded %s to %s as %s", it->sop_uid, peer_text,
                        sent_ts);
@@ -940,36 +998,28 @@ static void fwd_peer(cs_dimse *n, cs_db *db, const char *peer_text)
                 cs_log(n->log, CS_LOG_WARN, "forward %s to %s refused (0x%04x): %s", it->sop_uid,
                        peer_text, status, cs_error_last());
                 fwd_backoff(db, peer_text, it->id, cs_error_last());
+                it->id = 0;
             }
         }
         if (broken)
             break;
+        fwd_release(db, items, k, 0); /* what this association could not take */
         k = fwd_load(db, peer_text, items, FWD_BATCH);
         int usable = 0;
         for (int i = 0; i < k && !usable; i++)
             for (int j = 0; j < nc && !usable; j++)
                 usable = !strcmp(proposed[j], items[i].sop_class);
-        if (k > 0 && !usable)
+        if (k > 0 && !usable) {
+            fwd_release(db, items, k, 0);
             break; /* only classes this association lacks: a new one */
+        }
         if (k == 0 || !any) {
             /* Keep the association a little while for what arrives next. */
             if (!idle_since)
                 idle_since = cs_clock_ns();
             if (cs_clock_ns() - idle_since > 2000000000LL)
                 break;
-            pthread_mutex_lock(&n->mu);
-            if (!n->kick && !atomic_load(&n->stop)) {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_nsec += 200000000L;
-                if (ts.tv_nsec >= 1000000000L) {
-                    ts.tv_sec++;
-                    ts.tv_nsec -= 1000000000L;
-                }
-                pthread_cond_timedwait(&n->cv, &n->mu, &ts);
-            }
-            n->kick = 0;
-            pthread_mutex_unlock(&n->mu);
+            fwd_wait(n, seen, 200);
             if (k == 0)
                 k = fwd_load(db, peer_text, items, FWD_BATCH);
         } else {
@@ -977,6 +1027,7 @@ static void fwd_peer(cs_dimse *n, cs_db *db, const char *peer_text)
         }
     }
     cs_dicomnet_assoc_free(a);
+    fwd_release(db, items, k, 0); /* stopped with claimed rows: due again */
     if (sent)
         cs_log(n->log, CS_LOG_INFO, "forwarded %d instance(s) to %s", sent, peer_text);
     free(items);
@@ -991,6 +1042,7 @@ static void fwd_main(void *userdata)
         return;
     }
     fwd_prune(db);
+    unsigned seen = 0;
     while (!atomic_load(&n->stop)) {
         char peer[300] = "";
         double next = 0;
@@ -1008,22 +1060,12 @@ static void fwd_main(void *userdata)
         if (peer[0]) {
             double d = next - now_s();
             if (d <= 0) {
-                fwd_peer(n, db, peer);
+                fwd_peer(n, db, peer, &seen);
                 continue;
             }
             wait = d < 1.0 ? d : 1.0;
         }
-        pthread_mutex_lock(&n->mu);
-        if (!n->kick && !atomic_load(&n->stop)) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            long ns = ts.tv_nsec + (long)(wait * 1e9);
-            ts.tv_sec += ns / 1000000000L;
-            ts.tv_nsec = ns % 1000000000L;
-            pthread_cond_timedwait(&n->cv, &n->mu, &ts);
-        }
-        n->kick = 0;
-        pthread_mutex_unlock(&n->mu);
+        fwd_wait(n, &seen, (long)(wait * 1000));
     }
     cs_db_close(db);
 }
@@ -1073,6 +1115,11 @@ int cs_dimse_new(cs_dimse **out, const cs_dimse_opts *o)
     if (r == 0) {
         cs_db *db;
         r = cs_db_open(&db, n->db_path); /* migrates once, before the threads */
+        /* Claims of a previous run that stopped without releasing them
+         * (backoffs never exceed 60 s, claims are FWD_LEASE): due now. */
+        if (r == 0)
+            cs_db_exec(db, "UPDATE forward_queue SET next_at = 0 WHERE next_at >"
+                           " (julianday('now') - 2440587.5) * 86400.0 + 61");
         cs_db_close(r == 0 ? db : NULL);
     }
     if (r == 0) {
@@ -1104,8 +1151,8 @@ int cs_dimse_start(cs_dimse *n)
     int r = 0;
     for (int i = 0; i < n->max_assoc && r == 0; i++)
         r = cs_thread_start(&n->slots[i].t, "dimse-assoc", assoc_main, &n->slots[i]);
-    if (r == 0)
-        r = cs_thread_start(&n->fwd_thr, "dimse-fwd", fwd_main, n);
+    for (int i = 0; i < FWD_THREADS && r == 0; i++)
+        r = cs_thread_start(&n->fwd_thr[i], "dimse-fwd", fwd_main, n);
     if (r == 0)
         cs_log(n->log, CS_LOG_INFO, "DICOM node %s on port %d, store %s, %d route(s)%s", n->aet,
                n->port, n->store, n->nroutes, n->fsync ? "" : ", fsync off");
@@ -1137,7 +1184,8 @@ void cs_dimse_free(cs_dimse *n)
     pthread_mutex_unlock(&n->mu);
     for (int i = 0; n->slots && i < n->max_assoc; i++)
         cs_thread_join(n->slots[i].t);
-    cs_thread_join(n->fwd_thr);
+    for (int i = 0; i < FWD_THREADS; i++)
+        cs_thread_join(n->fwd_thr[i]);
     cs_dicomnet_listener_free(n->l);
     free(n->slots);
     free(n->routes);

@@ -205,6 +205,9 @@ def scu_side(c, node, orth, pacs, work):
         c.check(refs == [key], "and the key image reference")
         c.check(ds.SOPClassUID == h.SR_CLASS and ds.StudyInstanceUID == study and
                 ds.PatientID == "CS-DIMSE-3", "a Basic Text SR in the study, same patient")
+    deadline = time.time() + 20
+    while node.count("forward_queue") and time.time() < deadline:
+        time.sleep(0.2)
     c.check(node.count("forward_queue") == 0, "the forward queue drained")
 
 
