@@ -3,8 +3,10 @@
  *
  * Threads: opts.max_associations "dimse-assoc" threads, each accepting an
  * association (handshake included, so a silent peer holds only its own
- * thread) and serving it to the end; one forwarder ("dimse-fwd"). Each
- * opens its own database handle on the shared file.
+ * thread) and serving it to the end; two forwarders ("dimse-fwd"), each
+ * claiming queued rows in small batches and sending them on its own
+ * association, so a link's round trips overlap. Each thread opens its own
+ * database handle on the shared file.
  *
  * The store: <store>/<study_uid>/<series_uid>/<sop_uid>.dcm, received into
  * <store>/.tmp under a temporary name, fdatasync'd, renamed into place, the
