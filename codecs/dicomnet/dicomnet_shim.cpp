@@ -110,6 +110,9 @@ const char *const store_syntaxes[] = {
     UID_BigEndianExplicitTransferSyntax,
     UID_LittleEndianImplicitTransferSyntax,
 };
+/* Every DIMSE wait here is DIMSE_NONBLOCKING with the association's
+ * timeout: DCMTK ignores the timeout in blocking mode, and a peer that
+ * stalls must not hold a thread (or the forwarder) forever. */
 const char *const plain_syntaxes[] = {
     UID_LittleEndianExplicitTransferSyntax,
     UID_BigEndianExplicitTransferSyntax,
@@ -329,8 +332,8 @@ int serve_find(cs_dicomnet_assoc *a, T_ASC_PresentationContextID pid, T_DIMSE_C_
 {
     DcmDataset *q = NULL;
     T_ASC_PresentationContextID dpid = pid;
-    OFCondition c =
-        DIMSE_receiveDataSetInMemory(a->assoc, DIMSE_BLOCKING, a->timeout, &dpid, &q, NULL, NULL);
+    OFCondition c = DIMSE_receiveDataSetInMemory(a->assoc, DIMSE_NONBLOCKING, a->timeout, &dpid, &q,
+                                                 NULL, NULL);
     if (c.bad())
         return cond_error(CS_EIO, "C-FIND identifier", c);
     char level[17];
@@ -399,7 +402,7 @@ int serve_store(cs_dicomnet_assoc *a, T_ASC_PresentationContextID pid, T_DIMSE_C
         delete fs;
         unlink(tmp);
         DIC_UL bytes = 0, pdvs = 0;
-        c = DIMSE_ignoreDataSet(a->assoc, DIMSE_BLOCKING, a->timeout, &bytes, &pdvs);
+        c = DIMSE_ignoreDataSet(a->assoc, DIMSE_NONBLOCKING, a->timeout, &bytes, &pdvs);
         if (c.bad())
             return cond_error(CS_EIO, "C-STORE dataset", c);
         status = CS_DICOMNET_OUT_OF_RESOURCES;
@@ -870,7 +873,7 @@ extern "C" int cs_dicomnet_echo(cs_dicomnet_assoc *a, int *status)
         DIC_US st = 0;
         DcmDataset *detail = NULL;
         OFCondition c =
-            DIMSE_echoUser(a->assoc, a->msg_id++, DIMSE_BLOCKING, a->timeout, &st, &detail);
+            DIMSE_echoUser(a->assoc, a->msg_id++, DIMSE_NONBLOCKING, a->timeout, &st, &detail);
         delete detail;
         if (c.bad())
             return cond_error(CS_EIO, "C-ECHO", c);
@@ -974,7 +977,7 @@ extern "C" int cs_dicomnet_store_file(cs_dicomnet_assoc *a, const char *path, co
         memset(&rsp, 0, sizeof(rsp));
         DcmDataset *detail = NULL;
         if (!strcmp(use_ts, file_ts)) {
-            c = DIMSE_storeUser(a->assoc, pid, &req, path, NULL, NULL, NULL, DIMSE_BLOCKING,
+            c = DIMSE_storeUser(a->assoc, pid, &req, path, NULL, NULL, NULL, DIMSE_NONBLOCKING,
                                 a->timeout, &rsp, &detail);
         } else {
             E_TransferSyntax x = DcmXfer(use_ts).getXfer();
@@ -991,7 +994,7 @@ extern "C" int cs_dicomnet_store_file(cs_dicomnet_assoc *a, const char *path, co
                 if (x == EXS_JPEGLSLossy || x == EXS_JPEGProcess1 || x == EXS_JPEGProcess2_4)
                     ds->putAndInsertString(DCM_LossyImageCompression, "01");
             }
-            c = DIMSE_storeUser(a->assoc, pid, &req, NULL, ds, NULL, NULL, DIMSE_BLOCKING,
+            c = DIMSE_storeUser(a->assoc, pid, &req, NULL, ds, NULL, NULL, DIMSE_NONBLOCKING,
                                 a->timeout, &rsp, &detail);
         }
         if (c.bad()) {
@@ -1089,7 +1092,7 @@ extern "C" int cs_dicomnet_find(cs_dicomnet_assoc *a, const char *level,
         int count = 0;
         find_user_ctx fc = {fn, userdata, 0};
         OFCondition c = DIMSE_findUser(a->assoc, pid, &req, &q, count, find_user_cb, &fc,
-                                       DIMSE_BLOCKING, a->timeout, &rsp, &detail);
+                                       DIMSE_NONBLOCKING, a->timeout, &rsp, &detail);
         delete detail;
         if (c.bad())
             return cond_error(CS_EIO, "C-FIND", c);
@@ -1136,7 +1139,7 @@ extern "C" int cs_dicomnet_move(cs_dicomnet_assoc *a, const char *level, const c
         T_DIMSE_C_MoveRSP rsp;
         memset(&rsp, 0, sizeof(rsp));
         DcmDataset *detail = NULL, *ids = NULL;
-        OFCondition c = DIMSE_moveUser(a->assoc, pid, &req, &q, move_cb, out, DIMSE_BLOCKING,
+        OFCondition c = DIMSE_moveUser(a->assoc, pid, &req, &q, move_cb, out, DIMSE_NONBLOCKING,
                                        a->timeout * 10, NULL, NULL, NULL, &rsp, &detail, &ids);
         delete detail;
         delete ids;

@@ -117,6 +117,20 @@ def run(c, node):
             "a stalled sender is dropped after ~%d s (%.1f s)" % (TIMEOUT, time.time() - t0))
     s.close()
 
+    # 2b. a C-FIND whose identifier never comes: dropped after the timeout
+    find = "1.2.840.10008.5.1.4.1.2.2.1"
+    s, t, _ = connect(node, [(1, find, [EXPLICIT])])
+    s.sendall(h.pdata(1, h.command([(0x0002, h._uid(find)), (0x0100, struct.pack("<H", 0x20)),
+                                    (0x0110, struct.pack("<H", 1)),
+                                    (0x0700, struct.pack("<H", 0)),
+                                    (0x0800, struct.pack("<H", 0))]), True))
+    t0 = time.time()
+    gone = closed(s, TIMEOUT + 10)
+    c.check(gone and time.time() - t0 < TIMEOUT + 5,
+            "a C-FIND without its identifier is dropped after ~%d s (%.1f s)"
+            % (TIMEOUT, time.time() - t0))
+    s.close()
+
     # 3. truncated dataset (complete PDUs, the last flag set, half the bytes)
     s, t, _ = connect(node)
     s.sendall(h.pdata(1, cmd, True))
