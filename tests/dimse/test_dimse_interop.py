@@ -128,6 +128,13 @@ def scp_side(c, node, work):
                                                                            want))
         cnt, _ = findscu(c, node, "STUDY", ["StudyDate=-18000101", "StudyInstanceUID"])
         c.check(cnt == 0, "findscu open date range before 1800: none")
+    two = [u for (u,) in node.query("SELECT study_uid FROM dicom_studies ORDER BY study_uid")][:2]
+    cnt, out = findscu(c, node, "STUDY", ["StudyInstanceUID=" + "\\".join(two)])
+    c.check(cnt == 2 and all(u in out for u in two), "findscu UID list matching: 2 studies")
+    cnt, out = findscu(c, node, "STUDY", ["PatientName=*", "ModalitiesInStudy=MR",
+                                          "StudyInstanceUID"])
+    want = node.query("SELECT count(DISTINCT study_uid) FROM dicom_series WHERE modality='MR'")
+    c.check(cnt == want[0][0] and cnt >= 1, "findscu ModalitiesInStudy=MR: %d" % cnt)
     cnt, out = findscu(c, node, "SERIES", ["StudyInstanceUID=" + ct.StudyInstanceUID,
                                            "SeriesInstanceUID", "Modality"])
     c.check(cnt == 1 and ct.SeriesInstanceUID in out and "[CT]" in out,
