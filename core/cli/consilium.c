@@ -266,6 +266,10 @@ static int cmd_serve(int argc, char **argv)
             mkdir(dopts.store, 0755);
             o.db_path = dbbuf;
         }
+        if (!o.db_path) {
+            fprintf(stderr, "consilium serve: the DICOM node needs --store DIR or --db FILE\n");
+            return 2;
+        }
         dopts.db_path = o.db_path;
         if (cs_dimse_new(&node, &dopts) < 0) {
             fprintf(stderr, "consilium serve: DICOM node: %s\n", cs_error_last());
