@@ -37,6 +37,7 @@
 #include <dcmtk/dcmjpeg/djdijg8.h>
 #include <dcmtk/dcmjpeg/djutils.h>
 #include <dcmtk/oflog/oflog.h>
+#include <dcmtk/ofstd/ofchrenc.h>
 #include <fcntl.h>
 #include <fstream>
 #include <memory>
@@ -1194,6 +1195,34 @@ int reload(cs_dicom *d)
     return 0;
 }
 
+// @p in with every byte that is not part of a valid UTF-8 sequence read as
+// Latin-1 (the usual unconverted case), so the JSON always parses.
+std::string utf8_valid(const std::string &in)
+{
+    std::string out;
+    out.reserve(in.size());
+    const unsigned char *p = reinterpret_cast<const unsigned char *>(in.data());
+    size_t n = in.size(), i = 0;
+    while (i < n) {
+        unsigned c = p[i];
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        bool ok = len > 0 && i + len <= n;
+        for (size_t k = 1; ok && k < len; k++)
+            ok = (p[i + k] & 0xC0) == 0x80;
+        if (ok && len == 2)
+            ok = c >= 0xC2;
+        if (ok) {
+            out.append(in, i, len);
+            i += len;
+        } else {
+            out += (char)(0xC0 | (c >> 6));
+            out += (char)(0x80 | (c & 0x3F));
+            i++;
+        }
+    }
+    return out;
+}
+
 } // namespace
 
 // ---- the C API ----
@@ -1506,13 +1535,19 @@ int cs_dicom_to_json(cs_dicom *d, cs_buf **out)
         }
         for (const DcmTagKey &k : drop)
             delete copy.remove(k);
+        // DICOM JSON is UTF-8 (PS3.18 F.2): convert the copy's strings from
+        // its Specific Character Set; whatever could not be converted is
+        // made valid below.
+        std::string cs = get_str(&copy, DCM_SpecificCharacterSet);
+        if (!cs.empty() && cs != "ISO_IR 192" && OFCharacterEncoding::isLibraryAvailable())
+            (void)copy.convertToUTF8();
         std::ostringstream os;
         DcmJsonFormatCompact fmt(OFFalse);
         OFCondition c = copy.writeJson(os, fmt);
         if (c.bad())
             return cs_error_set(CS_EFORMAT, "JSON: %s", c.text());
         // DcmDataset::writeJson writes the members; the object is ours.
-        std::string s = "{" + os.str() + "}";
+        std::string s = "{" + utf8_valid(os.str()) + "}";
         return cs_buf_new_copy(out, s.data(), s.size());
     })
 }

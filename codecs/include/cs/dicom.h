@@ -208,8 +208,10 @@ CS_API int cs_dicom_frames_decode(cs_dicom *d, int first, int count, void *dst, 
 /** The dataset (without pixel data and other bulk data) in the DICOM JSON
  *  model of PS3.18 F.2, as the WADO-RS metadata and QIDO-RS answers carry it.
  *  Pixel Data and binary values over 1 KiB are left out (no BulkDataURI:
- *  the caller adds one if it serves them); the file meta group is not
- *  included. @param out receives a new buffer holding one JSON object. */
+ *  the caller adds one if it serves them); the file meta group and group
+ *  lengths are not included. Strings are UTF-8: converted from the Specific
+ *  Character Set (which then reads ISO_IR 192), bytes that still are not
+ *  UTF-8 taken as Latin-1. @param out receives a new buffer holding one JSON object. */
 CS_API int cs_dicom_to_json(cs_dicom *d, cs_buf **out);
 
 /* Reports: the consultant's reading as a DICOM object. (report_shim.cpp) */
