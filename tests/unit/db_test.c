@@ -15,7 +15,9 @@
 #include "cs/err.h"
 
 /* The migrations core/store/migrations.h embeds. */
-#define CS_SCHEMA_LATEST 2
+/* The newest migration embedded in the binary. */
+#include "../../core/store/migrations.h"
+#define CS_SCHEMA_LATEST (cs_migrations[sizeof(cs_migrations) / sizeof(cs_migrations[0]) - 1].version)
 
 static char path[64];
 
