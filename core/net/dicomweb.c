@@ -748,12 +748,7 @@ static void wado_metadata(cs_dicomweb *w, json_t *paths, cs_dicomweb_reply *out)
         }
         if (i)
             b_str(&b, ",");
-        int bare = cs_buf_size(j) && cs_buf_data(j)[0] != '{'; /* FIXME: to_json's contract */
-        if (bare)
-            b_str(&b, "{");
         b_add(&b, cs_buf_data(j), cs_buf_size(j));
-        if (bare)
-            b_str(&b, "}");
         cs_buf_unref(j);
     }
     b_str(&b, "]");
