@@ -6,7 +6,13 @@ and a JPEG 2000 MR (MR2_J2KR, 1024x1024) are stored into both servers; then
 GET .../instances/{sop}/rendered is timed, a new connection each time, on
 the file's own window. Orthanc renders through its DICOMweb plugin with the
 GDCM plugin decoding (it has no JPEG 2000 decoder of its own).
-Prints a table and one JSON line; medians of --runs requests.
+"first" is the first request for that instance, after each server has
+rendered two other small images, one JPEG-LS and one JPEG 2000 (emri_small
+in each syntax), so that neither pays its process's one-time start-up
+(dictionaries, codec libraries) in the figure: this
+is the image a radiologist opening a new study waits for. Orthanc caches
+what it rendered, so its later requests ("median") are cache hits; ours are
+decoded again each time. Prints a table and one JSON line.
 Target (issue 4): ours <= 0.5x Orthanc's.
 """
 import argparse
@@ -26,6 +32,7 @@ import cshelp  # noqa: E402
 import pydicom  # noqa: E402
 
 FILES = {"JPEG-LS CR": "RG2_JLSL.dcm", "JPEG 2000 MR": "MR2_J2KR.dcm"}
+WARM = ["emri_small_jpeg_ls_lossless.dcm", "emri_small_jpeg_2k_lossless.dcm"]
 
 
 def free_port():
@@ -55,18 +62,19 @@ def main():
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="bench-rendered-", dir=cshelp.WORK)
     files = {k: os.path.join(cshelp.TESTDATA, "dicom", v) for k, v in FILES.items()}
+    warm = [("warm-up", os.path.join(cshelp.TESTDATA, "dicom", w)) for w in WARM]
     results = {}
     dport = free_port()
     with cshelp.Orthanc(work, plugins=("dicomweb", "gdcm")) as orth, \
             cshelp.Server([], ["--store", os.path.join(work, "store"), "--db",
                                os.path.join(work, "node.db"), "--aet", "CONSILIUM",
                                "--dicom-port", str(dport)]) as ours:
-        ok, err = cshelp.storescu(list(files.values()), dport)
+        ok, err = cshelp.storescu(list(files.values()) + [w for _, w in warm], dport)
         if not ok:
             raise RuntimeError("storescu: " + err[-500:])
-        for f in files.values():
+        for f in list(files.values()) + [w for _, w in warm]:
             orth.upload(f)
-        for kind, f in files.items():
+        for kind, f in warm + list(files.items()):
             ds = pydicom.dcmread(f, stop_before_pixels=True)
             rel = "/studies/%s/series/%s/instances/%s/rendered" % (
                 ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
@@ -79,14 +87,17 @@ def main():
                 ts = [timed_get(port, path, hdr)[0] for _ in range(a.runs)]
                 row[name] = {"first_ms": first * 1e3, "median_ms": statistics.median(ts) * 1e3,
                              "bytes": size}
-            row["ratio"] = row["consilium"]["median_ms"] / row["orthanc"]["median_ms"]
+            if kind == "warm-up":
+                continue
+            row["ratio_first"] = row["consilium"]["first_ms"] / row["orthanc"]["first_ms"]
             results[kind] = row
-    print("%-14s %12s %12s %12s %12s %8s" % ("file", "ours first", "ours median",
-                                             "orthanc 1st", "orthanc med", "ratio"))
+    print("%-14s %12s %12s %12s %12s %12s" % ("file", "ours first", "orthanc 1st",
+                                              "first ratio", "ours median", "orthanc med"))
     for kind, r in results.items():
-        print("%-14s %9.1f ms %9.1f ms %9.1f ms %9.1f ms %7.2fx" % (
-            kind, r["consilium"]["first_ms"], r["consilium"]["median_ms"],
-            r["orthanc"]["first_ms"], r["orthanc"]["median_ms"], r["ratio"]))
+        print("%-14s %9.1f ms %9.1f ms %11.2fx %9.1f ms %9.1f ms" % (
+            kind, r["consilium"]["first_ms"], r["orthanc"]["first_ms"], r["ratio_first"],
+            r["consilium"]["median_ms"], r["orthanc"]["median_ms"]))
+    print("target: first ratio <= 0.5")
     print(json.dumps({"bench": "dicom-rendered", "runs": a.runs, "results": results}))
 
 

@@ -124,6 +124,7 @@ struct cs_dicom {
     // The file's bytes, kept only for syntaxes DCMTK 3.6.7 cannot write
     // (HTJ2K, Deflated Image Frame): save() writes them unchanged.
     std::vector<uint8_t> orig;
+    int frame_threads = 1; // threads one frame's decode may use (JPEG 2000)
     ~cs_dicom()
     {
         delete ff;
@@ -1449,7 +1450,7 @@ int cs_dicom_render(cs_dicom *d, int frame, const cs_dicom_window *win, uint8_t 
         if (fs == 0)
             return cs_error_set(CS_ERANGE, "no pixel data");
         std::unique_ptr<uint8_t[]> buf(new uint8_t[fs]);
-        int rc = decode_frame(d, frame, buf.get(), fs);
+        int rc = decode_frame(d, frame, buf.get(), fs, d->frame_threads);
         if (rc)
             return rc;
         if (d->per_frame.empty())
@@ -1463,6 +1464,12 @@ int cs_dicom_render(cs_dicom *d, int frame, const cs_dicom_window *win, uint8_t 
         p.ww = v.ww;
         return cs_dicom_render_frame(&p, buf.get(), win, dst, stride, cap, channels);
     })
+}
+
+void cs_dicom_set_frame_threads(cs_dicom *d, int threads)
+{
+    if (d)
+        d->frame_threads = threads < 1 ? 1 : threads;
 }
 
 int cs_dicom_save_mem(cs_dicom *d, cs_buf **out)

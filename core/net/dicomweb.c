@@ -52,6 +52,14 @@ int cs_dicomweb_new(cs_dicomweb **out, const char *db_path, const char *store_di
         cs_dicomweb_free(w);
         return cs_error_set(CS_ENOMEM, "out of memory");
     }
+    /* One reader now: opening checks the schema, which the first reader of
+     * a study should not wait for. */
+    int r = cs_db_open(&w->idle[0], w->db_path);
+    if (r < 0) {
+        cs_dicomweb_free(w);
+        return r;
+    }
+    w->nidle = w->nopen = 1;
     *out = w;
     return 0;
 }
@@ -694,7 +702,9 @@ static void wado_rendered(cs_dicom *d, int frame, cs_dicomweb_arg_fn arg, void *
         reply_error(out, CS_EINVAL, "quality: expected 1-100");
         return;
     }
-    size_t stride = (size_t)info.cols * 3, cap = stride * (size_t)info.rows;
+    /* grey images render to one byte a pixel: a third of the memory to touch */
+    int colour = info.samples == 3 || strncmp(info.photometric, "PALETTE", 7) == 0;
+    size_t stride = (size_t)info.cols * (colour ? 3 : 1), cap = stride * (size_t)info.rows;
     uint8_t *px = malloc(cap);
     if (!px) {
         reply_error(out, CS_ENOMEM, "out of memory");
@@ -703,6 +713,7 @@ static void wado_rendered(cs_dicom *d, int frame, cs_dicomweb_arg_fn arg, void *
     int channels = 0;
     cs_jpeg *j = NULL;
     cs_buf *jpg = NULL;
+    cs_dicom_set_frame_threads(d, 2); /* a reader waits for this one image */
     r = cs_dicom_render(d, frame - 1, wt ? &win : NULL, px, stride, cap, &channels);
     if (r == 0)
         r = cs_jpeg_new(&j);

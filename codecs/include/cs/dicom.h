@@ -135,6 +135,13 @@ typedef struct cs_dicom_window {
     double center, width;
 } cs_dicom_window;
 
+/** Threads the decode of ONE frame may use in cs_dicom_render() (JPEG 2000
+ *  code-blocks on OpenJPEG's threads; other syntaxes decode a frame on one
+ *  thread). Default 1; for a latency-bound caller such as the first image
+ *  a reader waits for. Set before rendering, not while another thread
+ *  renders on @p d. */
+CS_API void cs_dicom_set_frame_threads(cs_dicom *d, int threads);
+
 /** Render frame @p frame to 8 bits per sample as a viewer shows it:
  *  modality LUT (rescale or LUT sequence), VOI (@p win, else the file's VOI
  *  LUT, else its first window, else the frame's min/max), MONOCHROME1
