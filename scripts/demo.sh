@@ -6,11 +6,16 @@
 # through the workstation's script mode, print what the server stored
 # (measured in µm, labelled by the annotations plugin) and save the view
 # to build/demo/view.png.
+# Teleradiology: the same node is a DICOM node (AE CONSILIUM, store
+# build/demo/store); the demo sends CT, MR, CR and US studies from
+# ../shared/testdata/dicom to it with `consilium dicom send`, lists them over
+# DICOMweb (QIDO-RS) and, without a display, saves the reading view of the
+# CT at the lung preset with a ruler to build/demo/reading.png.
 # usage: scripts/demo.sh [--port N] [SLIDE_OR_FOLDER...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=8080
-if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then sed -n '2,10p' "$0"; exit 0; fi
+if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then sed -n '2,15p' "$0"; exit 0; fi
 if [ "${1:-}" = "--port" ]; then port=$2; shift 2; fi
 bash scripts/deps.sh
 cmake --preset release >/dev/null
@@ -31,6 +36,7 @@ rm -f build/demo/port
 token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 "$bin" serve --port "$port" --port-file build/demo/port --token "$token" \
     --db build/demo/consilium.db --plugins plugins "${paths[@]}" \
+    --store build/demo/store --aet CONSILIUM --dicom-port 0 \
     > build/demo/serve.log 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
@@ -38,6 +44,7 @@ for _ in $(seq 100); do [ -s build/demo/port ] && break; sleep 0.1; done
 kill -0 $server 2>/dev/null || { cat build/demo/serve.log; exit 1; }
 port=$(cat build/demo/port)
 cat build/demo/serve.log | grep -v '^[0-9:.]* \[' || true
+dport=$(sed -n 's/^dicom: .* on port \([0-9]*\),.*/\1/p' build/demo/serve.log)
 first=$(curl -s -H "Authorization: Bearer $token" "http://127.0.0.1:$port/slides" |
         /usr/bin/python3 -c 'import json,sys; s=[x for x in json.load(sys.stdin)["slides"] if x["status"]=="ok"]; print(s[0]["id"] if s else "")')
 [ -n "$first" ] || { echo "demo: no readable slide"; exit 1; }
@@ -47,6 +54,37 @@ echo "Open in the workstation:  $view --token $token $url"
 echo "In a browser (OpenSeadragon): DZI  $url"
 echo "                              IIIF http://127.0.0.1:$port/iiif/3/$first/info.json"
 echo "(send 'Authorization: Bearer $token')"
+# Teleradiology: a modality sends studies; the radiologist reads them.
+dicom_demo() {
+    local dw="http://127.0.0.1:$port/dicomweb" data=../shared/testdata/dicom
+    [ -d "$data" ] && [ -n "$dport" ] || { echo "demo: no DICOM test data or port"; return 0; }
+    echo
+    echo "DICOM node CONSILIUM@127.0.0.1:$dport: a modality sends studies (C-STORE)"
+    "$bin" dicom send "CONSILIUM@127.0.0.1:$dport" --aet MODALITY \
+        "$data/CT_small.dcm" "$data/MR2_J2KR.dcm" "$data/RG3_J2KR.dcm" "$data/US1_UNCR.dcm" \
+        "$data/emri_small_jpeg_ls_lossless.dcm"
+    echo "Studies (QIDO-RS GET $dw/studies):"
+    curl -s -H "Authorization: Bearer $token" "$dw/studies" | /usr/bin/python3 -c '
+import json, sys
+v = lambda o, t: (o.get(t, {}).get("Value") or [""])[0]
+for s in json.load(sys.stdin):
+    name = v(s, "00100010")
+    name = name.get("Alphabetic", "") if isinstance(name, dict) else name
+    print("  %-8s %-22s %-10s %-3s series, %-3s images  %s" % (
+        v(s, "00080020"), name, ",".join(s.get("00080061", {}).get("Value", [])),
+        v(s, "00201206"), v(s, "00201208"), v(s, "0020000D")))'
+    local ct
+    ct=$(/usr/bin/python3 -c 'import pydicom,sys; print(pydicom.dcmread(sys.argv[1], stop_before_pixels=True).StudyInstanceUID)' "$data/CT_small.dcm")
+    echo "Read them:  $view --token $token $dw"
+    if [ -z "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && [ -x "$view" ]; then
+        printf '%s\n' "preset lung" "ruler 80 300 430 300" "state" > build/demo/read.txt
+        SDL_VIDEODRIVER=dummy "$view" --token "$token" --study "$ct" --overlays --size 512x512 \
+            --script build/demo/read.txt --screenshot build/demo/reading.png "$dw" |
+            sed 's/^/  /' && echo "No display: the reading view (CT, lung window, ruler) is in build/demo/reading.png"
+    fi
+}
+dicom_demo
+
 if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && [ -x "$view" ]; then
     "$view" --token "$token" "$url"
 else
