@@ -19,7 +19,6 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,13 +33,6 @@ import pydicom  # noqa: E402
 FILES = {"JPEG-LS CR": "RG2_JLSL.dcm", "JPEG 2000 MR": "MR2_J2KR.dcm"}
 WARM = ["emri_small_jpeg_ls_lossless.dcm", "emri_small_jpeg_2k_lossless.dcm"]
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def timed_get(port, path, headers):
@@ -64,7 +56,7 @@ def main():
     files = {k: os.path.join(cshelp.TESTDATA, "dicom", v) for k, v in FILES.items()}
     warm = [("warm-up", os.path.join(cshelp.TESTDATA, "dicom", w)) for w in WARM]
     results = {}
-    dport = free_port()
+    dport = cshelp.free_port()
     with cshelp.Orthanc(work, plugins=("dicomweb", "gdcm")) as orth, \
             cshelp.Server([], ["--store", os.path.join(work, "store"), "--db",
                                os.path.join(work, "node.db"), "--aet", "CONSILIUM",

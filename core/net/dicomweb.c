@@ -347,6 +347,25 @@ static int q_run(cs_db *db, query *q, cs_db_stmt **out)
     return r;
 }
 
+/* Run @p q and make a JSON array of its rows with @p row. */
+static int q_rows(cs_db *db, query *q, json_t *(*row)(cs_db_stmt *st), json_t **out)
+{
+    cs_db_stmt *st = NULL;
+    int r = q_run(db, q, &st);
+    if (r < 0)
+        return r;
+    json_t *a = json_array();
+    while ((r = cs_db_step(st)) == CS_DB_ROW)
+        json_array_append_new(a, row(st));
+    cs_db_finalize(st);
+    if (r < 0) {
+        json_decref(a);
+        return r;
+    }
+    *out = a;
+    return 0;
+}
+
 static const char STUDY_COLS[] =
     "SELECT s.study_uid, s.patient_id, s.patient_name, s.patient_birth_date, s.patient_sex,"
     " s.study_date, s.study_time, s.accession, s.study_id, s.study_desc, s.referring,"
@@ -407,19 +426,20 @@ static int qido_studies(cs_db *db, cs_dicomweb_arg_fn arg, void *ctx, json_t **o
     q_add(&q, " ORDER BY s.study_date DESC, s.study_time DESC, s.study_uid");
     if ((r = q_limits(&q, arg, ctx, lim, sizeof(lim))) < 0)
         return r;
-    cs_db_stmt *st = NULL;
-    if ((r = q_run(db, &q, &st)) < 0)
-        return r;
-    json_t *a = json_array();
-    while ((r = cs_db_step(st)) == CS_DB_ROW)
-        json_array_append_new(a, study_json(st));
-    cs_db_finalize(st);
-    if (r < 0) {
-        json_decref(a);
-        return r;
-    }
-    *out = a;
-    return 0;
+    return q_rows(db, &q, study_json, out);
+}
+
+static json_t *series_json(cs_db_stmt *st)
+{
+    json_t *o = json_object();
+    put_col(o, "0020000E", "UI", st, 0);
+    put_col(o, "00080060", "CS", st, 1);
+    put_col_int(o, "00200011", "IS", st, 2);
+    put_col(o, "0008103E", "LO", st, 3);
+    put_col(o, "00180015", "CS", st, 4);
+    put_int(o, "00201209", "IS", cs_db_column_int(st, 5));
+    put_col(o, "0020000D", "UI", st, 6);
+    return o;
 }
 
 static int qido_series(cs_db *db, const char *study, cs_dicomweb_arg_fn arg, void *ctx,
@@ -443,28 +463,7 @@ static int qido_series(cs_db *db, const char *study, cs_dicomweb_arg_fn arg, voi
     q_add(&q, " ORDER BY x.series_number, x.series_uid");
     if ((r = q_limits(&q, arg, ctx, lim, sizeof(lim))) < 0)
         return r;
-    cs_db_stmt *st = NULL;
-    if ((r = q_run(db, &q, &st)) < 0)
-        return r;
-    json_t *a = json_array();
-    while ((r = cs_db_step(st)) == CS_DB_ROW) {
-        json_t *o = json_object();
-        put_col(o, "0020000E", "UI", st, 0);
-        put_col(o, "00080060", "CS", st, 1);
-        put_col_int(o, "00200011", "IS", st, 2);
-        put_col(o, "0008103E", "LO", st, 3);
-        put_col(o, "00180015", "CS", st, 4);
-        put_int(o, "00201209", "IS", cs_db_column_int(st, 5));
-        put_col(o, "0020000D", "UI", st, 6);
-        json_array_append_new(a, o);
-    }
-    cs_db_finalize(st);
-    if (r < 0) {
-        json_decref(a);
-        return r;
-    }
-    *out = a;
-    return 0;
+    return q_rows(db, &q, series_json, out);
 }
 
 /* The instances of a series, in reading order. @p paths (may be NULL)

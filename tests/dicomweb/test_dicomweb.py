@@ -10,7 +10,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,13 +25,6 @@ DICOM = os.path.join(cshelp.TESTDATA, "dicom")
 FILES = ["CT_small.dcm", "MR_small_bigendian.dcm", "emri_small.dcm", "693_UNCR.dcm",
          "693_J2KR.dcm", "RG2_JLSL.dcm", "US1_UNCR.dcm", "MR2_J2KR.dcm", "RG3_J2KR.dcm"]
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def multipart(ctype, body):
@@ -70,7 +62,7 @@ def main():
     work = tempfile.mkdtemp(prefix="dicomweb-", dir=cshelp.WORK)
     store, db = os.path.join(work, "store"), os.path.join(work, "node.db")
     audit = os.path.join(work, "audit.log")
-    dport = free_port()
+    dport = cshelp.free_port()
     try:
         with cshelp.Server([], ["--store", store, "--db", db, "--aet", "CONSILIUM",
                                 "--dicom-port", str(dport), "--audit-log", audit]) as s:
