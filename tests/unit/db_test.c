@@ -17,7 +17,8 @@
 /* The migrations core/store/migrations.h embeds. */
 /* The newest migration embedded in the binary. */
 #include "../../core/store/migrations.h"
-#define CS_SCHEMA_LATEST (cs_migrations[sizeof(cs_migrations) / sizeof(cs_migrations[0]) - 1].version)
+#define CS_SCHEMA_LATEST                                                                           \
+    (cs_migrations[sizeof(cs_migrations) / sizeof(cs_migrations[0]) - 1].version)
 
 static char path[64];
 
