@@ -1,7 +1,8 @@
 """C-STORE ingest and C-FIND latency: our DICOM node against Orthanc 1.10.
 
-Ours runs twice: durable (default: acknowledged once the file and the
-index are fsync'd) and with "fsync": false (acknowledged once written and
+Ours runs twice: durable (default: acknowledged once the file is
+fdatasync'd, renamed and its directory fsync'd; the index is committed
+unsynced and rebuilt from the files at start) and with "fsync": false (acknowledged once written and
 committed, Orthanc's own guarantee). Same files (N generated 512x512 16-bit CT slices, uncompressed explicit
 VR little endian, ~0.5 MB each), same sender (DCMTK storescu, one
 association), each server with a fresh store; Orthanc runs with

@@ -2,11 +2,14 @@
  * into the study store, C-FIND over the index), and the auto-forwarder.
  *
  * Invariants: a file is renamed into the store only after it arrived whole,
- * parsed and was fdatasync'd; the index rows, the forward-queue rows and the
- * audit record of an instance are one transaction, committed before the
- * C-STORE response leaves. Every thread has its own database handle. No lock
- * is held across network I/O: the forwarder's only shared state is the
- * wake-up flag under n->mu. */
+ * parsed and was fdatasync'd, and the rename is made durable (directory
+ * fsync) before its index rows are written; the index rows, the
+ * forward-queue rows and the audit record of an instance are one
+ * transaction, committed (not synced: synchronous=NORMAL) before the C-STORE
+ * response leaves. The files are the truth: a commit lost to a power cut is
+ * redone from the file by reconcile() at the next start. Every thread has its own database handle.
+ * No lock is held across network I/O: the forwarder's only shared state is the wake-up flag under
+ * n->mu. */
 #include "cs/dimse.h"
 
 #include <errno.h>
@@ -23,6 +26,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <openssl/evp.h>
 
 #include "cs/db.h"
 #include "cs/dicom.h"
@@ -313,7 +317,10 @@ static int exec_bind(struct worker *w, int k, const char *sql, const char *const
     return r == CS_DB_ROW ? 0 : r;
 }
 
-static int index_instance(worker *w, const cs_dicomnet_instance *in, const char *rel)
+/* The rows of one instance, its forward-queue rows (routes apply) and its
+ * ATNA 110104 record (@p event) in one transaction. */
+static int index_instance(worker *w, const cs_dicomnet_instance *in, const char *rel,
+                          const char *event)
 {
     cs_db *db = w->db;
     char num[4][24];
@@ -396,8 +403,9 @@ static int index_instance(worker *w, const cs_dicomnet_instance *in, const char 
         queued++;
     }
     if (r == 0) {
-        cs_db_audit a = {"110104",   "DICOM instance received", 0, in->calling_aet, w->host,
-                         in->sop_uid};
+        /* A re-indexed file does not say who sent it: the node is the user. */
+        cs_db_audit a = {"110104", event,      0, in->calling_aet[0] ? in->calling_aet : w->n->aet,
+                         w->host,  in->sop_uid};
         r = cs_db_audit_append(db, &a, NULL);
     }
     if (r == 0)
@@ -469,7 +477,7 @@ static int on_store(const cs_dicomnet_instance *in, void *userdata)
             r = fsync_path(n->store, 1);
     }
     if (r == 0)
-        r = index_instance(w, in, rel);
+        r = index_instance(w, in, rel, "DICOM instance received");
     if (r < 0) {
         cs_log(n->log, CS_LOG_ERROR, "%s from %s not stored: %s", in->sop_uid, in->calling_aet,
                cs_error_last());
@@ -751,8 +759,8 @@ static void assoc_main(void *userdata)
     worker w = {n, NULL, NULL, {NULL}};
     if (cs_db_open(&w.db, n->db_path) < 0)
         cs_log(n->log, CS_LOG_ERROR, "database %s: %s", n->db_path, cs_error_last());
-    else if (!n->fsync)
-        cs_db_exec(w.db, "PRAGMA synchronous=NORMAL"); /* WAL: synced at checkpoints */
+    else /* WAL: synced at checkpoints; the file is the truth (reconcile) */
+        cs_db_exec(w.db, "PRAGMA synchronous=NORMAL");
     while (!atomic_load(&n->stop)) {
         cs_dicomnet_assoc *a;
         int r = cs_dicomnet_accept(n->l, &a, 200);
@@ -1087,6 +1095,194 @@ static void clean_tmp(const char *dir)
     closedir(d);
 }
 
+/* ----------------------------------------------------------- reconcile */
+
+static int sha256_file(const char *path, char out[65])
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return cs_error_set(CS_EIO, "cannot read %s: %s", path, strerror(errno));
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned char *buf = malloc(1 << 18);
+    if (!ctx || !buf) {
+        EVP_MD_CTX_free(ctx);
+        free(buf);
+        close(fd);
+        return cs_error_set(CS_ENOMEM, "out of memory");
+    }
+    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    int r = 0;
+    for (;;) {
+        ssize_t k = read(fd, buf, 1 << 18);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            r = cs_error_set(CS_EIO, "cannot read %s: %s", path, strerror(errno));
+        if (k <= 0)
+            break;
+        EVP_DigestUpdate(ctx, buf, (size_t)k);
+    }
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    EVP_DigestFinal_ex(ctx, md, &mdlen);
+    EVP_MD_CTX_free(ctx);
+    free(buf);
+    close(fd);
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    return r;
+}
+
+static void get_str(cs_dicom *d, uint32_t tag, char *buf, size_t cap)
+{
+    if (cs_dicom_get_string(d, tag, buf, cap) < 0)
+        buf[0] = 0;
+}
+
+static int get_num(cs_dicom *d, uint32_t tag, int dflt)
+{
+    char b[32], *end;
+    get_str(d, tag, b, sizeof(b));
+    long v = strtol(b, &end, 10);
+    return b[0] && end != b ? (int)v : dflt;
+}
+
+/* Fill @p in from the stored file @p abs, as the SCP's parse does (same
+ * attributes, same defaults). @return 0, CS_EFORMAT (named). */
+static int describe_file(const char *abs, cs_dicomnet_instance *in)
+{
+    cs_dicom *d;
+    int r = cs_dicom_open(&d, abs);
+    if (r < 0)
+        return r;
+    cs_dicom_info fi;
+    cs_dicom_get_info(d, &fi);
+    snprintf(in->sop_class, sizeof(in->sop_class), "%s", fi.sop_class_uid);
+    snprintf(in->sop_uid, sizeof(in->sop_uid), "%s", fi.sop_instance_uid);
+    snprintf(in->study_uid, sizeof(in->study_uid), "%s", fi.study_uid);
+    snprintf(in->series_uid, sizeof(in->series_uid), "%s", fi.series_uid);
+    snprintf(in->transfer_syntax, sizeof(in->transfer_syntax), "%s", fi.transfer_syntax);
+    get_str(d, CS_DICOM_TAG(0x0010, 0x0020), in->patient_id, sizeof(in->patient_id));
+    get_str(d, CS_DICOM_TAG(0x0010, 0x0010), in->patient_name, sizeof(in->patient_name));
+    get_str(d, CS_DICOM_TAG(0x0010, 0x0030), in->patient_birth_date,
+            sizeof(in->patient_birth_date));
+    get_str(d, CS_DICOM_TAG(0x0010, 0x0040), in->patient_sex, sizeof(in->patient_sex));
+    get_str(d, CS_DICOM_TAG(0x0008, 0x0020), in->study_date, sizeof(in->study_date));
+    get_str(d, CS_DICOM_TAG(0x0008, 0x0030), in->study_time, sizeof(in->study_time));
+    get_str(d, CS_DICOM_TAG(0x0008, 0x0050), in->accession, sizeof(in->accession));
+    get_str(d, CS_DICOM_TAG(0x0020, 0x0010), in->study_id, sizeof(in->study_id));
+    get_str(d, CS_DICOM_TAG(0x0008, 0x1030), in->study_desc, sizeof(in->study_desc));
+    get_str(d, CS_DICOM_TAG(0x0008, 0x0090), in->referring, sizeof(in->referring));
+    get_str(d, CS_DICOM_TAG(0x0008, 0x0060), in->modality, sizeof(in->modality));
+    get_str(d, CS_DICOM_TAG(0x0008, 0x103E), in->series_desc, sizeof(in->series_desc));
+    get_str(d, CS_DICOM_TAG(0x0018, 0x0015), in->body_part, sizeof(in->body_part));
+    in->series_number = get_num(d, CS_DICOM_TAG(0x0020, 0x0011), -1);
+    in->instance_number = get_num(d, CS_DICOM_TAG(0x0020, 0x0013), -1);
+    in->rows = fi.rows;
+    in->cols = fi.cols;
+    in->frames = fi.rows ? get_num(d, CS_DICOM_TAG(0x0028, 0x0008), 1) : 0;
+    cs_dicom_free(d);
+    if (!in->sop_uid[0] || !in->study_uid[0] || !in->series_uid[0])
+        return cs_error_set(CS_EFORMAT, "%s lacks a Study, Series or SOP Instance UID", abs);
+    return 0;
+}
+
+/* One <store>/<study>/<series>/<name>: indexed again when it has no row, or
+ * a row of another size (a replacement whose commit was lost). @return 1
+ * re-indexed, 0 nothing to do or skipped (logged). */
+static int reconcile_file(worker *w, const char *study, const char *series, const char *name)
+{
+    cs_dimse *n = w->n;
+    size_t len = strlen(name);
+    if (len < 5 || strcmp(name + len - 4, ".dcm"))
+        return 0;
+    char sop[65], rel[256], abs[PATH_CAP];
+    snprintf(sop, sizeof(sop), "%.*s", (int)(len - 4), name);
+    snprintf(abs, sizeof(abs), "%s/%s/%s/%s", n->store, study, series, name);
+    if (len - 4 >= sizeof(sop) || !uid_ok(sop)) {
+        cs_log(n->log, CS_LOG_WARN, "reconcile: %s: not a SOP Instance UID name, skipped", abs);
+        return 0;
+    }
+    struct stat sb;
+    if (stat(abs, &sb) != 0 || !S_ISREG(sb.st_mode))
+        return 0;
+    cs_db_stmt *st = stmt(w, ST_DUP, "SELECT size FROM dicom_instances WHERE sop_uid = $1");
+    if (!st)
+        return 0;
+    cs_db_bind_text(st, 1, sop);
+    int have = cs_db_step(st) == CS_DB_ROW;
+    int64_t size = have ? cs_db_column_int(st, 0) : -1;
+    cs_db_reset(st);
+    if (have && size == (int64_t)sb.st_size)
+        return 0;
+    cs_dicomnet_instance in;
+    memset(&in, 0, sizeof(in));
+    in.path = abs;
+    in.size = (int64_t)sb.st_size;
+    int r = describe_file(abs, &in);
+    if (r == 0 &&
+        (strcmp(in.sop_uid, sop) || strcmp(in.study_uid, study) || strcmp(in.series_uid, series)))
+        r = cs_error_set(CS_EFORMAT, "its UIDs (%s/%s/%s) do not match its place", in.study_uid,
+                         in.series_uid, in.sop_uid);
+    if (r == 0)
+        r = sha256_file(abs, in.sha256);
+    snprintf(rel, sizeof(rel), "%.64s/%.64s/%.64s.dcm", study, series, sop); /* UIDs: <= 64 */
+    if (r == 0)
+        r = index_instance(w, &in, rel, "DICOM instance re-indexed from the store");
+    if (r < 0) {
+        cs_log(n->log, CS_LOG_WARN, "reconcile: %s skipped: %s", abs, cs_error_last());
+        return 0;
+    }
+    cs_log(n->log, CS_LOG_VERBOSE, "reconcile: re-indexed %s", rel);
+    return 1;
+}
+
+/* The files are the truth, the index is derived from them: index every
+ * <store>/<study>/<series>/<sop>.dcm without its row (a commit lost to a
+ * power cut after the acknowledgement: the node's commits are not synced).
+ * Runs in cs_dimse_new(), before any association or forwarder. */
+static void reconcile(cs_dimse *n, cs_db *db)
+{
+    worker w = {n, db, "", {NULL}};
+    int files = 0, fixed = 0;
+    DIR *d1 = opendir(n->store);
+    struct dirent *e1, *e2, *e3;
+    char p[PATH_CAP];
+    while (d1 && (e1 = readdir(d1))) {
+        if (e1->d_name[0] == '.' || !uid_ok(e1->d_name))
+            continue; /* ".tmp" and what is not a study */
+        snprintf(p, sizeof(p), "%s/%s", n->store, e1->d_name);
+        DIR *d2 = opendir(p);
+        while (d2 && (e2 = readdir(d2))) {
+            if (e2->d_name[0] == '.' || !uid_ok(e2->d_name))
+                continue;
+            snprintf(p, sizeof(p), "%s/%s/%s", n->store, e1->d_name, e2->d_name);
+            DIR *d3 = opendir(p);
+            while (d3 && (e3 = readdir(d3))) {
+                if (e3->d_name[0] == '.')
+                    continue;
+                files++;
+                fixed += reconcile_file(&w, e1->d_name, e2->d_name, e3->d_name);
+            }
+            if (d3)
+                closedir(d3);
+        }
+        if (d2)
+            closedir(d2);
+    }
+    if (d1)
+        closedir(d1);
+    for (int k = 0; k < ST_COUNT; k++)
+        cs_db_finalize(w.st[k]);
+    if (fixed)
+        cs_log(n->log, CS_LOG_WARN,
+               "reconcile: %d of %d stored file(s) had no index row:"
+               " re-indexed",
+               fixed, files);
+    else
+        cs_log(n->log, CS_LOG_VERBOSE, "reconcile: %d stored file(s), index complete", files);
+}
+
 int cs_dimse_new(cs_dimse **out, const cs_dimse_opts *o)
 {
     *out = NULL;
@@ -1120,6 +1316,8 @@ int cs_dimse_new(cs_dimse **out, const cs_dimse_opts *o)
         if (r == 0)
             cs_db_exec(db, "UPDATE forward_queue SET next_at = 0 WHERE next_at >"
                            " (julianday('now') - 2440587.5) * 86400.0 + 61");
+        if (r == 0)
+            reconcile(n, db);
         cs_db_close(r == 0 ? db : NULL);
     }
     if (r == 0) {

@@ -50,8 +50,13 @@ class Node:
             args += ["--dicom-config", cfg]
         if self.timeout:
             args += ["--dicom-timeout", str(self.timeout)]
+        self.port_file = os.path.join(self.dir, "http.port")
+        if os.path.exists(self.port_file):
+            os.unlink(self.port_file)
+        args += ["--port-file", self.port_file]
         self.logpath = os.path.join(self.dir, "node.log")
         self.log = open(self.logpath, "ab")
+        self.log_start = self.log.tell()  # a restart appends: wait for this run's line
         env = dict(os.environ, CS_LOG=os.environ.get("CS_LOG", "info"))
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log, env=env,
                                      start_new_session=True)
@@ -60,7 +65,7 @@ class Node:
             if self.proc.poll() is not None:
                 raise RuntimeError("node %s exited with %d:\n%s" % (self.aet, self.proc.returncode,
                                                                     self.log_text()[-2000:]))
-            if ("dicom: %s on port" % self.aet) in self.log_text():
+            if ("dicom: %s on port" % self.aet) in self.log_text()[self.log_start:]:
                 return self
             time.sleep(0.05)
         raise RuntimeError("node %s did not start" % self.aet)
@@ -86,6 +91,23 @@ class Node:
     def log_text(self):
         with open(self.logpath, "rb") as f:
             return f.read().decode(errors="replace")
+
+    def http_get(self, path):
+        """GET @p path on the node's HTTP server (owner token): (status, body)."""
+        import urllib.error
+        import urllib.request
+        deadline = time.time() + 10
+        while not os.path.exists(self.port_file) and time.time() < deadline:
+            time.sleep(0.05)
+        with open(self.port_file) as f:
+            port = int(f.read().strip())
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path),
+                                     headers={"Authorization": "Bearer test-token"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
 
     @property
     def peer(self):

@@ -10,12 +10,27 @@
  *
  * The store: <store>/<study_uid>/<series_uid>/<sop_uid>.dcm, received into
  * <store>/.tmp under a temporary name, fdatasync'd, renamed into place, the
- * directory fsync'd, then indexed (dicom_studies/series/instances, the
- * forward queue and the ATNA record 110104) in one transaction, and only
- * then acknowledged. A dataset that does not arrive whole or does not parse
- * is never renamed or indexed. A duplicate SOP instance with identical bytes
- * (same SHA-256) is acknowledged and not stored again; a different one
- * replaces the stored file and its index row (the sender corrected it).
+ * directory fsync'd (and its parents when they were created: POSIX makes a
+ * rename durable only with its directory's fsync), then indexed
+ * (dicom_studies/series/instances, the forward queue and the ATNA record
+ * 110104) in one transaction, and only then acknowledged. The files are the
+ * truth and the index is derived from them: the transaction is committed
+ * with synchronous=NORMAL (WAL), durable against a crash of the process but
+ * not of the machine, so an acknowledged instance is on disk, and after a
+ * power cut its index rows may be missing. cs_dimse_new() reconciles: it
+ * walks <store>/<study>/<series>/<sop>.dcm and indexes each file without a row
+ * (or with a row of another size: a replacement whose commit was lost),
+ * queues its forwards (routes from "*" only: the file does not say which AE
+ * sent it, so the AE-specific routes do not apply; a peer may receive an
+ * instance twice, which it acknowledges as a duplicate) and writes ATNA
+ * 110104 "DICOM instance re-indexed from the store" (user: our AE title).
+ * A file that does not parse, or whose UIDs do not match its place, is
+ * skipped and logged; <store>/.tmp is emptied.
+ *
+ * A dataset that does not arrive whole or does not parse is never renamed
+ * or indexed. A duplicate SOP instance with identical bytes (same SHA-256)
+ * is acknowledged and not stored again; a different one replaces the stored
+ * file and its index row (the sender corrected it).
  *
  * Config file (JSON, every key optional; command-line options win):
  *   {"aet": "CONSILIUM", "dicom_port": 11112, "store": "/path",
@@ -46,8 +61,9 @@ typedef struct cs_dimse_opts {
     const char *config_path; /**< JSON config above; NULL: none */
     int max_associations;    /**< concurrent associations (default 16) */
     int timeout_s;           /**< DIMSE timeout (default 30) */
-    /** 1 (default): a C-STORE is acknowledged once the file and the index
-     *  are on disk (fdatasync, directory fsync, synchronous=FULL commit).
+    /** 1 (default): a C-STORE is acknowledged once the file is on disk
+     *  (fdatasync, rename, directory fsync) and the index committed
+     *  (synchronous=NORMAL: rebuilt from the files at start, see above).
      *  0 (config "fsync": false): written and committed but not synced
      *  before the answer, as Orthanc and most PACS do: an acknowledged
      *  instance can be lost to a power cut (never half-indexed: the file
