@@ -74,7 +74,7 @@ static void usage(FILE *f)
 
 /* ---- option parsing (no atoi: strtol/strtod with full checks) ---- */
 
-static int parse_int(const char *s, int lo, int hi, int *out)
+int vw_parse_int(const char *s, int lo, int hi, int *out)
 {
     char *end;
     errno = 0;
@@ -114,7 +114,7 @@ int vw_parse_view(const char *s, double *x, double *y, double *zoom)
     return *end || !(*zoom > 0) ? -1 : 0;
 }
 
-static int parse_size(const char *s, int *w, int *h)
+int vw_parse_size(const char *s, int *w, int *h)
 {
     const char *x = strchr(s, 'x');
     if (!x || x == s)
@@ -125,7 +125,7 @@ static int parse_size(const char *s, int *w, int *h)
         return -1;
     memcpy(wb, s, n);
     wb[n] = '\0';
-    return parse_int(wb, 1, 16384, w) < 0 || parse_int(x + 1, 1, 16384, h) < 0 ? -1 : 0;
+    return vw_parse_int(wb, 1, 16384, w) < 0 || vw_parse_int(x + 1, 1, 16384, h) < 0 ? -1 : 0;
 }
 
 static int parse_args(vw_options *o, int argc, char **argv)
@@ -162,7 +162,7 @@ static int parse_args(vw_options *o, int argc, char **argv)
             if (strcmp(a, "--token") == 0)
                 o->token = v;
             else if (strcmp(a, "--size") == 0)
-                bad = parse_size(v, &o->w, &o->h);
+                bad = vw_parse_size(v, &o->w, &o->h);
             else if (strcmp(a, "--view") == 0)
                 bad = vw_parse_view(v, &o->vx, &o->vy, &o->vzoom), o->have_view = 1;
             else if (strcmp(a, "--screenshot") == 0)
@@ -174,13 +174,13 @@ static int parse_args(vw_options *o, int argc, char **argv)
             else if (strcmp(a, "--annotations") == 0)
                 o->annotations = v;
             else if (strcmp(a, "--parallel") == 0)
-                bad = parse_int(v, 1, 32, &o->parallel);
+                bad = vw_parse_int(v, 1, 32, &o->parallel);
             else if (strcmp(a, "--ring") == 0)
-                bad = parse_int(v, 0, 8, &o->ring);
+                bad = vw_parse_int(v, 0, 8, &o->ring);
             else if (strcmp(a, "--prefetch-px") == 0)
-                bad = parse_int(v, 1, 16384, &o->prefetch_px);
+                bad = vw_parse_int(v, 1, 16384, &o->prefetch_px);
             else if (strcmp(a, "--cache-mb") == 0)
-                bad = parse_int(v, 16, 1 << 20, &o->cache_mb);
+                bad = vw_parse_int(v, 16, 1 << 20, &o->cache_mb);
             else if (strcmp(a, "--timeout") == 0) {
                 char *end;
                 bad = parse_double(v, &o->timeout_s, &end) < 0 || *end || o->timeout_s <= 0;

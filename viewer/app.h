@@ -64,6 +64,11 @@ typedef struct {
     atomic_int wake_pending;
 } vw_app;
 
+/** An integer option value in [@p lo, @p hi] (strtol, whole string).
+ *  @return 0 or -1. */
+int vw_parse_int(const char *s, int lo, int hi, int *out);
+/** "WxH", each 1..16384. @return 0 or -1. */
+int vw_parse_size(const char *s, int *w, int *h);
 /** "X,Y,ZOOM" (spaces allowed, zoom > 0). @return 0 or -1. */
 int vw_parse_view(const char *s, double *x, double *y, double *zoom);
 /* The first view for a screen of v->w x v->h: --view if given, else the

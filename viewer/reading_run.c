@@ -38,6 +38,7 @@
 #include "cs/queue.h"
 #include "cs/thread.h"
 
+#include "app.h"
 #include "png.h"
 #include "reading.h"
 
@@ -98,28 +99,6 @@ int vw_reading_wanted(int argc, char **argv)
     return 0;
 }
 
-static int parse_int(const char *s, int lo, int hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return -1;
-    *out = (int)v;
-    return 0;
-}
-
-static int parse_size(const char *s, int *w, int *h)
-{
-    const char *x = strchr(s, 'x');
-    char wb[16];
-    if (!x || x == s || (size_t)(x - s) >= sizeof(wb))
-        return -1;
-    memcpy(wb, s, (size_t)(x - s));
-    wb[x - s] = '\0';
-    return parse_int(wb, 1, 16384, w) < 0 || parse_int(x + 1, 1, 16384, h) < 0 ? -1 : 0;
-}
-
 static int parse_args(vw_ropts *o, int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
@@ -161,13 +140,13 @@ static int parse_args(vw_ropts *o, int argc, char **argv)
             else if (strcmp(a, "--series") == 0)
                 o->series = v;
             else if (strcmp(a, "--size") == 0)
-                bad = parse_size(v, &o->w, &o->h);
+                bad = vw_parse_size(v, &o->w, &o->h);
             else if (strcmp(a, "--screenshot") == 0)
                 o->screenshot = v;
             else if (strcmp(a, "--script") == 0)
                 o->script = v;
             else if (strcmp(a, "--parallel") == 0)
-                bad = parse_int(v, 1, 32, &o->parallel);
+                bad = vw_parse_int(v, 1, 32, &o->parallel);
             else if (strcmp(a, "--timeout") == 0) {
                 char *end;
                 errno = 0;
