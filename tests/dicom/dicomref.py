@@ -30,6 +30,21 @@ def files():
     return sorted(os.path.join(DATA, f) for f in os.listdir(DATA) if f.endswith(".dcm"))
 
 
+def images():
+    """(path, name, info) of each corpus file that has pixel data, and how
+    many were skipped (a SKIP line printed for each)."""
+    out, skipped = [], 0
+    for path in files():
+        name = os.path.basename(path)
+        inf = info(path)
+        if inf["rows"] == 0:
+            print("SKIP %s: no pixel data" % name)
+            skipped += 1
+            continue
+        out.append((path, name, inf))
+    return out, skipped
+
+
 def workdir(name):
     d = os.path.join(WORK, name)
     os.makedirs(d, exist_ok=True)

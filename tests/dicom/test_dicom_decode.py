@@ -26,14 +26,9 @@ import dicomref as R  # noqa: E402
 
 def main():
     tmp = R.workdir("dicom_decode")
-    passed = failed = skipped = 0
-    for path in R.files():
-        name = os.path.basename(path)
-        inf = R.info(path)
-        if inf["rows"] == 0:
-            print("SKIP %s: no pixel data" % name)
-            skipped += 1
-            continue
+    passed = failed = 0
+    items, skipped = R.images()
+    for path, name, inf in items:
         try:
             a = R.ours(path, inf, os.path.join(tmp, name + ".raw"))
             ref, oracle, lossy = R.reference(path, inf, tmp)

@@ -63,14 +63,9 @@ def j2k_as_native(path, inf, tmp):
 
 def main():
     tmp = R.workdir("dicom_render")
-    passed = failed = skipped = 0
-    for path in R.files():
-        name = os.path.basename(path)
-        inf = R.info(path)
-        if inf["rows"] == 0:
-            print("SKIP %s: no pixel data" % name)
-            skipped += 1
-            continue
+    passed = failed = 0
+    items, skipped = R.images()
+    for path, name, inf in items:
         if inf["bits_allocated"] == 1 or inf["transfer_syntax"] == R.DEFLFRAME:
             # dcmj2pnm 3.6.7 knows neither 1-bit SEG frames nor this syntax
             print("SKIP %s: dcmj2pnm cannot read %s / 1-bit" % (name, inf["transfer_syntax"]))

@@ -49,14 +49,9 @@ def check_no_new_errors(src, out, tmp):
 
 def main():
     tmp = R.workdir("dicom_transcode")
-    passed = failed = skipped = 0
-    for path in R.files():
-        name = os.path.basename(path)
-        inf = R.info(path)
-        if inf["rows"] == 0:
-            print("SKIP %s: no pixel data" % name)
-            skipped += 1
-            continue
+    passed = failed = 0
+    items, skipped = R.images()
+    for path, name, inf in items:
         if inf["bits_allocated"] == 1:
             print("SKIP %s: 1-bit data cannot be JPEG-LS (transcode refuses with CS_EINVAL)" % name)
             r = R.tool("transcode", path, os.path.join(tmp, name + ".jls.dcm"), check=False)
