@@ -286,3 +286,17 @@ def dataset_bytes(path):
     assert raw[128:132] == b"DICM"
     glen = struct.unpack("<I", raw[140:144])[0]
     return raw[144 + glen:]
+
+
+def run_test(run, prefix):
+    """Run @p run(checker, workdir) in a fresh folder under WORK, removed
+    afterwards, then print the checker's summary (and exit with it)."""
+    import shutil
+    import tempfile
+    c = cshelp.Checker()
+    work = tempfile.mkdtemp(prefix=prefix, dir=WORK)
+    try:
+        run(c, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    c.finish()

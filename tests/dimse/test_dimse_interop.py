@@ -7,10 +7,8 @@ import hashlib
 import re
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -37,13 +35,7 @@ def storescu(node, files, extra=()):
 
 
 def main():
-    c = cshelp.Checker()
-    work = tempfile.mkdtemp(prefix="dimse-interop-", dir=h.WORK)
-    try:
-        run(c, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    c.finish()
+    h.run_test(run, "dimse-interop-")
 
 
 def run(c, work):

@@ -3,14 +3,11 @@
 node and go, once, when the peer is up; each delivery leaves an ATNA
 110104 record at the sender."""
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dimsehelp as h  # noqa: E402
-import cshelp  # noqa: E402
 
 
 def wait_for(cond, timeout):
@@ -23,13 +20,7 @@ def wait_for(cond, timeout):
 
 
 def main():
-    c = cshelp.Checker()
-    work = tempfile.mkdtemp(prefix="dimse-queue-", dir=h.WORK)
-    try:
-        run(c, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    c.finish()
+    h.run_test(run, "dimse-queue-")
 
 
 def run(c, work):

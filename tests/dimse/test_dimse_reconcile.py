@@ -11,21 +11,13 @@ import os
 import shutil
 import sqlite3
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dimsehelp as h  # noqa: E402
-import cshelp  # noqa: E402
 
 
 def main():
-    c = cshelp.Checker()
-    work = tempfile.mkdtemp(prefix="dimse-reconcile-", dir=h.WORK)
-    try:
-        run(c, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    c.finish()
+    h.run_test(run, "dimse-reconcile-")
 
 
 def run(c, work):

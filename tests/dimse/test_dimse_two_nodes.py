@@ -9,10 +9,8 @@ consultant's reading (Basic Text SR) is then stored at both nodes, and
 HOSPITAL does not send it back. Prints seconds and bytes on the link
 against the uncompressed size."""
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -52,13 +50,7 @@ def stored_values(ds):
 
 
 def main():
-    c = cshelp.Checker()
-    work = tempfile.mkdtemp(prefix="dimse-two-", dir=h.WORK)
-    try:
-        run(c, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    c.finish()
+    h.run_test(run, "dimse-two-")
 
 
 def run(c, work):
