@@ -1716,9 +1716,13 @@ static void renice(plugin *p)
 
 static int plugin_idle_locked(plugin *p, int64_t now)
 {
+    /* busy first: a handler that strikes its plugin out is still
+     * reporting it (plugin.disabled) after the state has changed */
+    if (p->busy)
+        return 0;
     if (atomic_load(&p->state) != ST_RUNNING)
         return 1;
-    if (p->busy || p->pending_start || p->ring_len || p->done_head || p->overflow_pending)
+    if (p->pending_start || p->ring_len || p->done_head || p->overflow_pending)
         return 0;
     for (int i = 0; i < NCOALESCED; i++)
         if (p->dirty[i])
