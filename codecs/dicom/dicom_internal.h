@@ -64,6 +64,17 @@ CS_INTERNAL int cs_dicom_j2k_decode(const cs_dicom_info *info, const uint8_t *sr
  * something TurboJPEG decodes (12-bit, lossless): the caller falls back. */
 CS_INTERNAL int cs_dicom_jpeg8_decode(const cs_dicom_info *info, const uint8_t *src, size_t n,
                                       void *dst, size_t cap);
+/** A frame's encoded bytes may be split over several fragments. */
+typedef struct cs_dicom_span {
+    const uint8_t *p;
+    size_t n;
+} cs_dicom_span;
+/* Lossless JPEG (SOF3, predictors 1..7, Pt, restart intervals), reading the
+ * frame's @p nparts fragments in place: the output of DCMTK's IJG decoder
+ * (interleaved samples, value << Pt; 1 byte when Bits Allocated is 8, else
+ * uint16). SOF3's size and components must match the dataset. */
+CS_INTERNAL int cs_dicom_ljpeg_decode(const cs_dicom_info *info, const cs_dicom_span *parts,
+                                      size_t nparts, void *dst, size_t cap);
 /* The JPEG SOF's precision and process: *lossless 1 for SOF3. */
 CS_INTERNAL int cs_dicom_jpeg_sof(const uint8_t *src, size_t n, int *precision, int *lossless,
                                   int *components);

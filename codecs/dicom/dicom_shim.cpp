@@ -96,10 +96,7 @@ const ts_entry *find_ts(const char *uid)
     return nullptr;
 }
 
-struct span {
-    const uint8_t *p;
-    size_t n;
-};
+typedef cs_dicom_span span; // {p, n}: one fragment
 
 } // namespace
 
@@ -978,11 +975,15 @@ int decode_ijg(cs_dicom *d, const span *parts, size_t nparts, uint8_t *dst, size
     int rc = cs_dicom_jpeg_sof(src, n, &prec, &ll, &nc);
     if (rc)
         return rc;
+    bool ybr = strncmp(in.photometric, "YBR", 3) == 0;
+    // Lossless JPEG is ours (ljpeg.c); IJG stays for 12-bit lossy JPEG and
+    // for YCbCr-labelled lossless colour, which it converts to RGB.
+    if (ll && !(ybr && in.samples == 3))
+        return cs_dicom_ljpeg_decode(&in, parts, nparts, dst, cap);
     if (nc != in.samples)
         return cs_error_set(CS_EFORMAT, "JPEG has %d components, the dataset %d samples", nc,
                             in.samples);
     DJCodecParameter cp(ECC_lossyYCbCr, EDC_photometricInterpretation, EUC_default, EPC_default);
-    bool ybr = strncmp(in.photometric, "YBR", 3) == 0;
     DJDecoder *dec;
     if (prec <= 8)
         dec = new DJDecompressIJG8Bit(cp, ybr);
@@ -1049,7 +1050,8 @@ int decode_frame(cs_dicom *d, int frame, void *dst, size_t cap, int inner_thread
     const uint8_t *src;
     size_t n;
     if (d->ts->kind == TS_JPEG && ff.second > 1) {
-        // 12/16-bit and lossless JPEG go to DCMTK's IJG fragment by fragment
+        // 12/16-bit and lossless JPEG, fragment by fragment: lossless to
+        // ljpeg.c, the rest to DCMTK's IJG
         const span &f0 = d->frags[ff.first];
         int prec = 0, ll = 0, nc = 0;
         if (f0.n && cs_dicom_jpeg_sof(f0.p, f0.n, &prec, &ll, &nc) == 0 &&

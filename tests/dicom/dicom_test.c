@@ -311,6 +311,77 @@ static void dicom__corrupt_jpeg(void **state)
     free(b.p);
 }
 
+/* Lossless JPEG (SOF3, our ljpeg.c): every corruption is CS_EFORMAT with a
+ * message naming the problem and its byte offset. */
+static void dicom__corrupt_jpeg_lossless(void **state)
+{
+    (void)state;
+    static const uint8_t sof3[] = {0xFF, 0xC3}, dht[] = {0xFF, 0xC4}, sos[] = {0xFF, 0xDA};
+    /* SOF3: FF C3 len(2) P(1) Y(2) X(2): one row more than Rows */
+    blob b = load("JPEGLossless_1s_1f_u_16_12.dcm");
+    size_t cs = first_fragment(&b);
+    assert_int_equal(b.p[cs + 1], 0xD8);
+    size_t s = find(&b, sof3, 2, 0);
+    b.p[s + 6] ^= 0x01;
+    expect_decode_fails(&b, CS_EFORMAT, "the dataset says");
+    free(b.p);
+    /* DHT: FF C4 len(2) Tc/Th(1) L1..L16: three codes of length 1 (taken
+     * from a longer length, so the count of values still agrees) */
+    b = load("JPEGLossless_1s_1f_u_16_12.dcm");
+    s = find(&b, dht, 2, 0);
+    int moved = 0;
+    for (int l = 2; l <= 16 && !moved; l++) {
+        if (b.p[s + 4 + l] >= 3) {
+            b.p[s + 4 + l] -= 3;
+            b.p[s + 5] += 3;
+            moved = 1;
+        }
+    }
+    assert_true(moved);
+    expect_decode_fails(&b, CS_EFORMAT, "more codes of length 1 than fit");
+    free(b.p);
+    /* more values declared than the segment holds */
+    b = load("JPEGLossless_1s_1f_u_16_12.dcm");
+    s = find(&b, dht, 2, 0);
+    b.p[s + 5] = 3;
+    expect_decode_fails(&b, CS_EFORMAT, "bad Huffman table (DHT at byte");
+    free(b.p);
+    /* a category above 16 in the table */
+    b = load("JPEGLossless_1s_1f_u_16_12.dcm");
+    s = find(&b, dht, 2, 0);
+    b.p[s + 5 + 16] = 17;
+    expect_decode_fails(&b, CS_EFORMAT, "Huffman table (DHT at byte");
+    free(b.p);
+    /* the scan cut in half: the fragment item shortened, the sequence
+     * delimiter moved after it (Pixel Data is the last element) */
+    b = load("JPEGLossless_1s_1f_u_16_12.dcm");
+    size_t item = first_item(&b);
+    cs = item + 8;
+    uint32_t len = b.p[item + 4] | b.p[item + 5] << 8 | (uint32_t)b.p[item + 6] << 16 |
+                   (uint32_t)b.p[item + 7] << 24;
+    assert_true(cs + len + 8 <= b.n);
+    uint32_t half = (len / 2) & ~1u;
+    put32(b.p + item + 4, half);
+    static const uint8_t delim[] = {0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0};
+    memcpy(b.p + cs + half, delim, sizeof delim);
+    b.n = cs + half + sizeof delim;
+    expect_decode_fails(&b, CS_EFORMAT, "the scan's data ends early, in row");
+    free(b.p);
+    /* an EOI marker in the middle of the entropy-coded data */
+    b = load("JPGLosslessP14SV1_1s_1f_8b.dcm");
+    s = find(&b, sos, 2, 0);
+    b.p[s + 4000] = 0xFF;
+    b.p[s + 4001] = 0xD9;
+    expect_decode_fails(&b, CS_EFORMAT, "JPEG lossless");
+    free(b.p);
+    /* no Huffman table for the scan: the DHT's id changed to 3 */
+    b = load("JPEGLossless_1s_1f_u_16_12.dcm");
+    s = find(&b, dht, 2, 0);
+    b.p[s + 4] = 0x03;
+    expect_decode_fails(&b, CS_EFORMAT, "Huffman table 0 is missing");
+    free(b.p);
+}
+
 static void dicom__ranges(void **state)
 {
     (void)state;
@@ -420,6 +491,7 @@ int main(void)
         cmocka_unit_test(dicom__corrupt_j2k),
         cmocka_unit_test(dicom__corrupt_rle),
         cmocka_unit_test(dicom__corrupt_jpeg),
+        cmocka_unit_test(dicom__corrupt_jpeg_lossless),
         cmocka_unit_test(dicom__ranges),
         cmocka_unit_test(dicom__unwritable_syntax),
     };
