@@ -35,9 +35,9 @@
 #define LJ_UNLIKELY(x) (x)
 #endif
 
-/* fast[] entry: 0 = code longer than LOOKAHEAD (or invalid);
- * bit 5 clear: diff * 64 + total length (code + extra bits);
- * bit 5 set: ssss * 64 + 32 + code length (extra bits read separately). */
+/* fast[] entry, bit 5 clear: diff * 64 + total length (code + extra bits);
+ * bit 5 set: ssss * 64 + 32 + code length (extra bits read separately), or
+ * just 32 for a code longer than LOOKAHEAD (or an invalid one). */
 typedef struct huff {
     int32_t fast[1 << LOOKAHEAD];
     int32_t maxcode[17]; /* largest code of each length, -1 when none */
@@ -219,7 +219,7 @@ static size_t bit_offset(const ljd *r)
 static int32_t diff_slow(ljd *r, const huff *h, int32_t e)
 {
     int l, s;
-    if (e) {
+    if (e & 31) {
         l = e & 31;
         s = e >> 6;
     } else {
@@ -257,7 +257,7 @@ LJ_INLINE int32_t get_diff(ljd *r, const huff *h)
     if (r->cnt < 32)
         refill(r);
     int32_t e = h->fast[r->acc >> (64 - LOOKAHEAD)];
-    if (!(e & 32) && e) {
+    if (!(e & 32)) {
         int l = e & 31;
         r->acc <<= l;
         r->cnt -= l;
@@ -272,7 +272,8 @@ static int huff_build(huff *h, const uint8_t counts[16], size_t at)
 {
     int32_t code = 0;
     int k = 0;
-    memset(h->fast, 0, sizeof h->fast);
+    for (int i = 0; i < (1 << LOOKAHEAD); i++)
+        h->fast[i] = 32;
     for (int l = 1; l <= 16; l++) {
         h->valoff[l] = k - code;
         for (int i = 0; i < counts[l - 1]; i++, k++, code++) {
