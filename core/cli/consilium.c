@@ -18,7 +18,9 @@
 
 static volatile sig_atomic_t stop_requested;
 
-int cs_cli_dicom(int argc, char **argv); /* dicom_cmd.c */
+int cs_cli_dicom(int argc, char **argv);     /* dicom_cmd.c */
+int cs_cli_stream(int argc, char **argv);    /* stream_cmd.c */
+int cs_cli_recording(int argc, char **argv); /* stream_cmd.c */
 
 static void on_signal(int sig)
 {
@@ -32,7 +34,9 @@ static void usage_main(FILE *f)
                "  serve PATH...   serve slides (DeepZoom, IIIF), annotations and live events\n"
                "  plugins list|check DIR...   show plugins' state, or check that they load\n"
                "  info FILE       print a slide's properties and levels\n"
-               "  dicom echo|send|find|move|report|info   DICOM network tools\n\n"
+               "  dicom echo|send|find|move|report|info   DICOM network tools\n"
+               "  stream          live HD video: send (SRT, recording) or receive\n"
+               "  recording verify DIR   check a recording's hashes and chain\n\n"
                "Run 'consilium <command> --help' for a command's options.\n");
 }
 
@@ -485,6 +489,10 @@ int main(int argc, char **argv)
         return cmd_plugins(argc - 1, argv + 1);
     if (strcmp(argv[1], "dicom") == 0)
         return cs_cli_dicom(argc - 1, argv + 1);
+    if (strcmp(argv[1], "stream") == 0)
+        return cs_cli_stream(argc - 1, argv + 1);
+    if (strcmp(argv[1], "recording") == 0)
+        return cs_cli_recording(argc - 1, argv + 1);
     fprintf(stderr, "consilium: unknown command '%s'\n", argv[1]);
     usage_main(stderr);
     return 2;

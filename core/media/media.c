@@ -1,0 +1,784 @@
+/* core/media: the live pipeline (see cs/media.h for the threads). */
+#include "cs/media.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cs/err.h"
+#include "cs/queue.h"
+#include "cs/record.h"
+#include "cs/thread.h"
+
+#define MAX_LISTEN     8
+#define IDR_MIN_NS     250000000LL
+#define LAT_RING       256
+#define BACKOFF_MAX_MS 5000
+
+enum { SINK_RECEIVER, SINK_OUTPUT, SINK_RECORD };
+static const char *const sink_kinds[] = {"receiver", "output", "record"};
+enum { SRC_CONNECTING, SRC_LIVE, SRC_LOST };
+static const char *const src_states[] = {"connecting", "live", "lost"};
+
+typedef struct sink {
+    cs_media *m;
+    int kind;
+    int64_t id;
+    char url[700];
+    cs_queue *q;
+    cs_thread *th;
+    cs_video_out *out;
+    cs_record *rec;
+    atomic_int need_key, done;
+    _Atomic int64_t bytes, packets, drops;
+    int64_t since_ns;
+    char error[256];
+    struct sink *next;
+} sink;
+
+struct cs_media {
+    cs_media_opts o;
+    cs_logger *log;
+    int own_log;
+    cs_video_enc *enc;
+    int w, h, fps;
+    cs_queue *mail;
+    cs_thread *cap_th, *enc_th, *listen_th[MAX_LISTEN];
+    char listen_url[MAX_LISTEN][700];
+    int nlisten;
+    atomic_int stop;
+    pthread_mutex_t mu; /* sinks, src, stats, last_error */
+    sink *sinks;
+    int64_t next_sink_id;
+    cs_video_source *src;
+    atomic_int idr_req;
+    int64_t last_idr_ns;
+    /* stats */
+    atomic_int src_state;
+    char src_error[300];
+    char src_codec[32];
+    int src_w, src_h;
+    _Atomic int64_t frames_in, late_drops, src_errors;
+    int64_t frames_out, slate_frames, freeze_frames, keyframes, bytes_enc;
+    int64_t lat_ns[LAT_RING];
+    int nlat;
+    json_t *last_stats;
+    int64_t tick_frames, tick_bytes, tick_ns;
+};
+
+static int64_t wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void nap(cs_media *m, int ms)
+{
+    for (int i = 0; i < ms && !atomic_load(&m->stop); i += 20) {
+        struct timespec ts = {0, 20000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+void cs_media_request_idr(cs_media *m)
+{
+    atomic_store(&m->idr_req, 1);
+}
+
+/* ----------------------------------------------------------------- sinks */
+
+static void sink_free(sink *s)
+{
+    if (!s)
+        return;
+    cs_queue_free(s->q);
+    cs_video_out_close(s->out);
+    if (s->rec && cs_record_close(s->rec))
+        cs_log(s->m->log, CS_LOG_ERROR, "recording: %s", cs_error_last());
+    free(s);
+}
+
+/* One packet to the sink's destination; 0 or an error. */
+static int sink_write(sink *s, cs_vpacket *p)
+{
+    if (atomic_load(&s->need_key)) {
+        if (!cs_vpacket_is_key(p))
+            return 0;
+        atomic_store(&s->need_key, 0);
+    }
+    int rc = s->rec ? cs_record_write(s->rec, p) : cs_video_out_write(s->out, p);
+    if (!rc) {
+        atomic_fetch_add(&s->bytes, (int64_t)cs_vpacket_size(p));
+        atomic_fetch_add(&s->packets, 1);
+    }
+    if (s->rec && cs_record_wants_key(s->rec) && s->m->o.enc.intra_refresh)
+        cs_media_request_idr(s->m);
+    return rc;
+}
+
+static int sink_open_output(sink *s)
+{
+    cs_video_out_opts oo = CS_VIDEO_OUT_OPTS_INIT;
+    oo.timeout_ms = 3000;
+    int rc = cs_video_out_open(&s->out, s->url, s->m->enc, &oo);
+    if (!rc) {
+        atomic_store(&s->need_key, 1);
+        cs_media_request_idr(s->m);
+    }
+    return rc;
+}
+
+static void sink_thread(void *arg)
+{
+    sink *s = arg;
+    cs_media *m = s->m;
+    int backoff = 500, logged = 0;
+    while (!atomic_load(&m->stop)) {
+        if (s->kind == SINK_OUTPUT && !s->out) {
+            if (sink_open_output(s)) {
+                if (!logged++)
+                    cs_log(m->log, CS_LOG_WARN, "output %s: %s; retrying", s->url, cs_error_last());
+                nap(m, backoff);
+                backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+                continue;
+            }
+            cs_log(m->log, CS_LOG_INFO, "output %s: open", s->url);
+            backoff = 500;
+            logged = 0;
+        }
+        void *item;
+        int rc = cs_queue_pop(s->q, &item, 200);
+        if (rc == CS_ECLOSED)
+            break;
+        if (rc)
+            continue;
+        cs_vpacket *p = item;
+        rc = sink_write(s, p);
+        cs_vpacket_unref(p);
+        if (!rc)
+            continue;
+        snprintf(s->error, sizeof(s->error), "%s", cs_error_last());
+        if (s->kind == SINK_RECEIVER) {
+            cs_log(m->log, CS_LOG_INFO, "receiver %lld left (%s)", (long long)s->id, s->error);
+            break;
+        }
+        if (s->kind == SINK_OUTPUT) {
+            cs_log(m->log, CS_LOG_WARN, "output %s: %s; reopening", s->url, s->error);
+            cs_video_out_close(s->out);
+            s->out = NULL;
+        } else {
+            cs_log(m->log, CS_LOG_ERROR, "recording: %s; a new segment starts at the next keyframe",
+                   s->error);
+        }
+    }
+    atomic_store(&s->done, 1);
+}
+
+static int sink_add(cs_media *m, int kind, const char *url, cs_video_out *out, cs_record *rec)
+{
+    sink *s = calloc(1, sizeof(*s));
+    if (!s)
+        return cs_error_set(CS_ENOMEM, "out of memory");
+    s->m = m;
+    s->kind = kind;
+    s->out = out;
+    s->rec = rec;
+    s->since_ns = cs_clock_ns();
+    snprintf(s->url, sizeof(s->url), "%s", url);
+    atomic_init(&s->need_key, 1);
+    int cap = m->o.sink_queue ? m->o.sink_queue : 2 * m->fps;
+    int rc = cs_queue_new(&s->q, (size_t)cap, (void (*)(void *))cs_vpacket_unref);
+    if (rc) {
+        s->out = NULL;
+        s->rec = NULL;
+        free(s);
+        return rc;
+    }
+    pthread_mutex_lock(&m->mu);
+    s->id = ++m->next_sink_id;
+    rc = cs_thread_start(&s->th, "cs-sink", sink_thread, s);
+    if (!rc) {
+        s->next = m->sinks;
+        m->sinks = s;
+    }
+    pthread_mutex_unlock(&m->mu);
+    if (rc) {
+        s->out = NULL;
+        s->rec = NULL;
+        sink_free(s);
+    }
+    return rc;
+}
+
+/* Join and free the sinks whose threads ended (receivers that left). */
+static void sinks_reap(cs_media *m)
+{
+    pthread_mutex_lock(&m->mu);
+    sink **pp = &m->sinks;
+    while (*pp) {
+        sink *s = *pp;
+        if (atomic_load(&s->done) && s->kind == SINK_RECEIVER) {
+            *pp = s->next;
+            cs_queue_close(s->q);
+            cs_thread_join(s->th);
+            sink_free(s);
+        } else {
+            pp = &s->next;
+        }
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
+static int receivers_locked(cs_media *m)
+{
+    int n = 0;
+    for (sink *s = m->sinks; s; s = s->next)
+        n += s->kind == SINK_RECEIVER && !atomic_load(&s->done);
+    return n;
+}
+
+static void fan_out(cs_media *m, cs_vpacket *p)
+{
+    int want_idr = 0;
+    pthread_mutex_lock(&m->mu);
+    for (sink *s = m->sinks; s; s = s->next) {
+        if (atomic_load(&s->done))
+            continue;
+        if (cs_queue_try_push(s->q, cs_vpacket_ref(p))) {
+            cs_vpacket_unref(p);
+            atomic_fetch_add(&s->drops, 1);
+            if (!atomic_exchange(&s->need_key, 1))
+                want_idr = s->kind != SINK_RECORD;
+        }
+    }
+    pthread_mutex_unlock(&m->mu);
+    if (want_idr)
+        cs_media_request_idr(m);
+}
+
+/* -------------------------------------------------------------- listener */
+
+static void listen_thread(void *arg)
+{
+    cs_media *m = ((void **)arg)[0];
+    const char *url = ((void **)arg)[1];
+    free(arg);
+    int logged = 0;
+    int max = m->o.max_receivers ? m->o.max_receivers : 64;
+    while (!atomic_load(&m->stop)) {
+        pthread_mutex_lock(&m->mu);
+        int n = receivers_locked(m);
+        pthread_mutex_unlock(&m->mu);
+        if (n >= max) {
+            nap(m, 100);
+            continue;
+        }
+        cs_video_out *out;
+        cs_video_out_opts oo = CS_VIDEO_OUT_OPTS_INIT;
+        oo.timeout_ms = 500;
+        int rc = cs_video_out_open(&out, url, m->enc, &oo);
+        if (rc == CS_ETIMEDOUT || rc == CS_ECLOSED)
+            continue;
+        if (rc) {
+            if (!logged++)
+                cs_log(m->log, CS_LOG_WARN, "listener %s: %s", url, cs_error_last());
+            nap(m, 1000);
+            continue;
+        }
+        logged = 0;
+        if (sink_add(m, SINK_RECEIVER, url, out, NULL)) {
+            cs_log(m->log, CS_LOG_ERROR, "cannot add a receiver: %s", cs_error_last());
+            cs_video_out_close(out);
+            continue;
+        }
+        cs_log(m->log, CS_LOG_INFO, "receiver joined on %s (%d watching)", url, n + 1);
+        cs_media_request_idr(m);
+    }
+}
+
+/* ---------------------------------------------------------------- capture */
+
+static void capture_thread(void *arg)
+{
+    cs_media *m = arg;
+    int backoff = 250;
+    int64_t lost_since = 0;
+    char last_err[300] = "";
+    while (!atomic_load(&m->stop)) {
+        cs_video_source *src;
+        cs_video_source_opts so = m->o.src;
+        so.width = m->w;
+        so.height = m->h;
+        so.fps = m->fps;
+        int rc = cs_video_source_open(&src, m->o.source, &so);
+        if (rc) {
+            if (atomic_load(&m->stop))
+                break;
+            pthread_mutex_lock(&m->mu);
+            snprintf(m->src_error, sizeof(m->src_error), "%s", cs_error_last());
+            pthread_mutex_unlock(&m->mu);
+            if (strcmp(last_err, cs_error_last())) {
+                snprintf(last_err, sizeof(last_err), "%s", cs_error_last());
+                cs_log(m->log, CS_LOG_WARN, "source %s: %s; retrying", m->o.source, last_err);
+            }
+            if (atomic_load(&m->src_state) == SRC_LIVE || !lost_since)
+                lost_since = cs_clock_ns();
+            atomic_store(&m->src_state, SRC_LOST);
+            nap(m, backoff);
+            backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+            continue;
+        }
+        pthread_mutex_lock(&m->mu);
+        m->src = src;
+        const char *codec;
+        cs_video_source_info(src, &codec, &m->src_w, &m->src_h, NULL);
+        snprintf(m->src_codec, sizeof(m->src_codec), "%s", codec);
+        m->src_error[0] = '\0';
+        pthread_mutex_unlock(&m->mu);
+        if (atomic_load(&m->stop)) {
+            pthread_mutex_lock(&m->mu);
+            m->src = NULL;
+            pthread_mutex_unlock(&m->mu);
+            cs_video_source_close(src);
+            break;
+        }
+        if (lost_since)
+            cs_log(m->log, CS_LOG_INFO, "source %s: back after %.1f s", m->o.source,
+                   (double)(cs_clock_ns() - lost_since) / 1e9);
+        else
+            cs_log(m->log, CS_LOG_INFO, "source %s: %s %dx%d", m->o.source, codec, m->src_w,
+                   m->src_h);
+        atomic_store(&m->src_state, SRC_LIVE);
+        lost_since = 0;
+        last_err[0] = '\0';
+        backoff = 250;
+        int bad = 0;
+        for (;;) {
+            cs_vframe *f;
+            rc = cs_video_source_read(src, &f);
+            if (rc == CS_EFORMAT) {
+                atomic_fetch_add(&m->src_errors, 1);
+                if (!bad++)
+                    cs_log(m->log, CS_LOG_WARN, "source %s: %s (counting in stats)", m->o.source,
+                           cs_error_last());
+                if (bad < 100)
+                    continue;
+                cs_error_set(CS_EFORMAT, "100 undecodable frames in a row");
+            }
+            if (rc)
+                break;
+            bad = 0;
+            int w, h;
+            cs_video_source_info(src, NULL, &w, &h, NULL);
+            if ((w != m->src_w || h != m->src_h) && w && h) {
+                cs_log(m->log, CS_LOG_INFO, "source %s: size changed from %dx%d to %dx%d",
+                       m->o.source, m->src_w, m->src_h, w, h);
+                pthread_mutex_lock(&m->mu);
+                m->src_w = w;
+                m->src_h = h;
+                pthread_mutex_unlock(&m->mu);
+            }
+            atomic_fetch_add(&m->frames_in, 1);
+            if (cs_queue_try_push(m->mail, f) == CS_EAGAIN) {
+                void *old;
+                if (cs_queue_pop(m->mail, &old, 0) == 0) {
+                    cs_vframe_unref(old);
+                    atomic_fetch_add(&m->late_drops, 1);
+                }
+                if (cs_queue_try_push(m->mail, f))
+                    cs_vframe_unref(f);
+            }
+        }
+        pthread_mutex_lock(&m->mu);
+        m->src = NULL;
+        if (rc != CS_ECLOSED)
+            snprintf(m->src_error, sizeof(m->src_error), "%s",
+                     rc == CS_EOF ? "the input ended" : cs_error_last());
+        pthread_mutex_unlock(&m->mu);
+        cs_video_source_close(src);
+        if (atomic_load(&m->stop))
+            break;
+        snprintf(last_err, sizeof(last_err), "%s", m->src_error);
+        cs_log(m->log, CS_LOG_WARN, "source %s lost: %s; showing the slate and reconnecting",
+               m->o.source, last_err);
+        atomic_store(&m->src_state, SRC_LOST);
+        lost_since = cs_clock_ns();
+    }
+}
+
+/* ----------------------------------------------------------------- slate */
+
+/* 5x7 glyphs for the slate's words, one byte per row (bit 4 = left). */
+static const struct {
+    char c;
+    uint8_t rows[7];
+} glyphs[] = {
+    {'S', {0x0f, 0x10, 0x10, 0x0e, 0x01, 0x01, 0x1e}},
+    {'O', {0x0e, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0e}},
+    {'U', {0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0e}},
+    {'R', {0x1e, 0x11, 0x11, 0x1e, 0x14, 0x12, 0x11}},
+    {'C', {0x0e, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0e}},
+    {'E', {0x1f, 0x10, 0x10, 0x1e, 0x10, 0x10, 0x1f}},
+    {'L', {0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1f}},
+    {'T', {0x1f, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04}},
+};
+
+static void slate_text(cs_vframe *f, const char *text)
+{
+    int w = cs_vframe_width(f), h = cs_vframe_height(f), ys;
+    uint8_t *y = cs_vframe_plane(f, 0, &ys);
+    int k = h / 40 > 1 ? h / 40 : 1; /* pixels per glyph dot */
+    int n = (int)strlen(text);
+    int x0 = (w - n * 6 * k) / 2, y0 = (h - 7 * k) / 2;
+    for (int i = 0; i < n; i++) {
+        const uint8_t *rows = NULL;
+        for (size_t g = 0; g < sizeof(glyphs) / sizeof(glyphs[0]); g++)
+            if (glyphs[g].c == text[i])
+                rows = glyphs[g].rows;
+        for (int r = 0; rows && r < 7; r++)
+            for (int c = 0; c < 5; c++)
+                if (rows[r] & (0x10 >> c))
+                    for (int dy = 0; dy < k; dy++) {
+                        int px = x0 + (i * 6 + c) * k, py = y0 + r * k + dy;
+                        if (px >= 0 && px + k <= w && py >= 0 && py < h)
+                            memset(y + (size_t)py * ys + px, 235, (size_t)k);
+                    }
+    }
+}
+
+/* The last picture, darkened and grey, with "SOURCE LOST" over it. */
+static cs_vframe *slate_new(cs_media *m, cs_vframe *last)
+{
+    cs_vframe *f;
+    if (last ? cs_vframe_copy(&f, last) : cs_vframe_new(&f, m->w, m->h))
+        return NULL;
+    int ys, us, vs;
+    uint8_t *y = cs_vframe_plane(f, 0, &ys), *u = cs_vframe_plane(f, 1, &us),
+            *v = cs_vframe_plane(f, 2, &vs);
+    for (int r = 0; r < m->h; r++)
+        for (int c = 0; c < m->w; c++)
+            y[(size_t)r * ys + c] = (uint8_t)(16 + (y[(size_t)r * ys + c] - 16) / 4);
+    for (int r = 0; r < m->h / 2; r++) {
+        memset(u + (size_t)r * us, 128, (size_t)m->w / 2);
+        memset(v + (size_t)r * vs, 128, (size_t)m->w / 2);
+    }
+    slate_text(f, "SOURCE LOST");
+    return f;
+}
+
+/* ----------------------------------------------------------------- encode */
+
+static int cmp64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static json_t *stats_locked(cs_media *m, double fps, double kbps)
+{
+    int64_t lat[LAT_RING];
+    int n = m->nlat < LAT_RING ? m->nlat : LAT_RING;
+    memcpy(lat, m->lat_ns, sizeof(int64_t) * (size_t)n);
+    qsort(lat, (size_t)n, sizeof(int64_t), cmp64);
+    json_t *sinks = json_array();
+    int receivers = 0;
+    for (sink *s = m->sinks; s; s = s->next) {
+        if (atomic_load(&s->done) && s->kind == SINK_RECEIVER)
+            continue;
+        receivers += s->kind == SINK_RECEIVER;
+        json_t *o = json_pack(
+            "{s:I, s:s, s:s, s:i, s:I, s:I, s:I, s:f}", "id", (json_int_t)s->id, "kind",
+            sink_kinds[s->kind], "url", s->url, "queue", (int)cs_queue_length(s->q), "bytes",
+            (json_int_t)atomic_load(&s->bytes), "packets", (json_int_t)atomic_load(&s->packets),
+            "drops", (json_int_t)atomic_load(&s->drops), "seconds",
+            (double)(cs_clock_ns() - s->since_ns) / 1e9);
+        if (s->rec)
+            json_object_set_new(o, "segments", json_integer(cs_record_segments(s->rec)));
+        if (s->error[0])
+            json_object_set_new(o, "error", json_string(s->error));
+        json_array_append_new(sinks, o);
+    }
+    return json_pack(
+        "{s:{s:s, s:s, s:s, s:s, s:i, s:i, s:I, s:I}, s:i, s:i, s:i, s:f, s:f, s:I, s:I, s:I, "
+        "s:I, s:I, s:{s:f, s:f}, s:i, s:o}",
+        "source", "url", m->o.source, "state", src_states[atomic_load(&m->src_state)], "error",
+        m->src_error, "codec", m->src_codec, "width", m->src_w, "height", m->src_h, "frames",
+        (json_int_t)atomic_load(&m->frames_in), "errors", (json_int_t)atomic_load(&m->src_errors),
+        "width", m->w, "height", m->h, "fps_target", m->fps, "fps", fps, "bitrate_kbps", kbps,
+        "frames", (json_int_t)m->frames_out, "dropped", (json_int_t)atomic_load(&m->late_drops),
+        "slate_frames", (json_int_t)m->slate_frames, "freeze_frames", (json_int_t)m->freeze_frames,
+        "keyframes", (json_int_t)m->keyframes, "latency_ms", "p50",
+        n ? (double)lat[n / 2] / 1e6 : 0.0, "p95", n ? (double)lat[n * 95 / 100] / 1e6 : 0.0,
+        "receivers", receivers, "sinks", sinks);
+}
+
+static void stats_tick(cs_media *m, int force)
+{
+    int64_t now = cs_clock_ns();
+    if (!force && now - m->tick_ns < 1000000000)
+        return;
+    double dt = (double)(now - m->tick_ns) / 1e9;
+    double fps = dt > 0 ? (double)(m->frames_out - m->tick_frames) / dt : 0;
+    double kbps = dt > 0 ? (double)(m->bytes_enc - m->tick_bytes) * 8 / 1000 / dt : 0;
+    m->tick_ns = now;
+    m->tick_frames = m->frames_out;
+    m->tick_bytes = m->bytes_enc;
+    sinks_reap(m);
+    pthread_mutex_lock(&m->mu);
+    json_t *st = stats_locked(m, fps, kbps);
+    json_decref(m->last_stats);
+    m->last_stats = json_incref(st);
+    pthread_mutex_unlock(&m->mu);
+    if (st && m->o.on_stats)
+        m->o.on_stats(m->o.userdata, st);
+    json_decref(st);
+}
+
+static int encode_one(cs_media *m, cs_vframe *f)
+{
+    int64_t now = cs_clock_ns();
+    int idr = 0;
+    if (atomic_load(&m->idr_req) && now - m->last_idr_ns >= IDR_MIN_NS) {
+        atomic_store(&m->idr_req, 0);
+        m->last_idr_ns = now;
+        idr = 1;
+    }
+    int rc = cs_video_enc_send(m->enc, f, idr);
+    if (rc)
+        return rc;
+    cs_vpacket *p;
+    while (cs_video_enc_receive(m->enc, &p) == 0) {
+        int64_t lat = wall_ns() - cs_vpacket_capture_ns(p);
+        pthread_mutex_lock(&m->mu);
+        m->lat_ns[m->nlat++ % LAT_RING] = lat;
+        m->frames_out++;
+        m->bytes_enc += (int64_t)cs_vpacket_size(p);
+        m->keyframes += cs_vpacket_is_key(p);
+        pthread_mutex_unlock(&m->mu);
+        fan_out(m, p);
+        cs_vpacket_unref(p);
+    }
+    return 0;
+}
+
+static void encode_thread(void *arg)
+{
+    cs_media *m = arg;
+    int64_t interval = 1000000000LL / m->fps;
+    int64_t stall = (int64_t)(m->o.stall_ms ? m->o.stall_ms : 500) * 1000000;
+    int64_t last_real = cs_clock_ns(), last_out = 0;
+    cs_vframe *last = NULL, *slate = NULL;
+    m->tick_ns = cs_clock_ns();
+    while (!atomic_load(&m->stop)) {
+        int64_t now = cs_clock_ns();
+        int64_t wake = now - last_real < stall ? last_real + stall : last_out + interval;
+        int wait = (int)((wake - now) / 1000000);
+        void *item;
+        int rc = cs_queue_pop(m->mail, &item, wait > 0 ? wait : 1);
+        if (rc == CS_ECLOSED)
+            break;
+        now = cs_clock_ns();
+        cs_vframe *f = NULL;
+        if (rc == 0) {
+            f = item;
+            cs_vframe_unref(last);
+            last = cs_vframe_ref(f);
+            last_real = now;
+            if (slate) {
+                cs_vframe_unref(slate);
+                slate = NULL;
+            }
+        } else if (now - last_real >= stall && now - last_out >= interval) {
+            /* nothing for a while: freeze on the last picture, and once
+             * the capture thread calls the source lost, the slate */
+            cs_vframe *fill = last;
+            if (atomic_load(&m->src_state) != SRC_LIVE || !last) {
+                if (!slate)
+                    slate = slate_new(m, last);
+                fill = slate;
+                m->slate_frames++;
+            } else {
+                m->freeze_frames++;
+            }
+            if (fill && !cs_vframe_copy(&f, fill))
+                cs_vframe_set_capture_ns(f, wall_ns());
+        }
+        if (f) {
+            if (encode_one(m, f))
+                cs_log(m->log, CS_LOG_ERROR, "encode: %s", cs_error_last());
+            cs_vframe_unref(f);
+            last_out = now;
+        }
+        stats_tick(m, 0);
+    }
+    cs_vframe_unref(last);
+    cs_vframe_unref(slate);
+}
+
+/* ------------------------------------------------------------------ setup */
+
+int cs_media_srt_url(char *out, size_t n, const char *in, const char *passphrase, int latency_ms,
+                     int *listener)
+{
+    char host[300] = "";
+    if (strncmp(in, "srt://", 6))
+        return cs_error_set(CS_EINVAL, "%s: not an srt:// URL", in);
+    const char *rest = in + 6;
+    const char *q = strchr(rest, '?');
+    size_t hl = q ? (size_t)(q - rest) : strlen(rest);
+    if (hl >= sizeof(host))
+        return cs_error_set(CS_EINVAL, "%s: address too long", in);
+    memcpy(host, rest, hl);
+    host[hl] = '\0';
+    int lis = host[0] == ':' || (q && strstr(q, "mode=listener"));
+    int len = snprintf(out, n, "srt://%s%s%s", host[0] == ':' ? "0.0.0.0" : "", host, q ? q : "?");
+    if (!(q && strstr(q, "mode=")))
+        len += snprintf(out + len, n > (size_t)len ? n - (size_t)len : 0, "%smode=%s", q ? "&" : "",
+                        lis ? "listener" : "caller");
+    if (passphrase && *passphrase && !(q && strstr(q, "passphrase=")))
+        len += snprintf(out + len, n > (size_t)len ? n - (size_t)len : 0, "&passphrase=%s",
+                        passphrase);
+    if (!(q && strstr(q, "latency=")))
+        len += snprintf(out + len, n > (size_t)len ? n - (size_t)len : 0, "&latency=%d",
+                        (latency_ms > 0 ? latency_ms : 120) * 1000);
+    if (len >= (int)n)
+        return cs_error_set(CS_EINVAL, "%s: URL too long", in);
+    if (listener)
+        *listener = lis;
+    return 0;
+}
+
+static void log_free(cs_media *m)
+{
+    if (m->own_log)
+        cs_log_free(m->log);
+}
+
+int cs_media_start(cs_media **out, const cs_media_opts *o)
+{
+    *out = NULL;
+    if (!o || !o->source || !*o->source)
+        return cs_error_set(CS_EINVAL, "no video source given");
+    cs_media *m = calloc(1, sizeof(*m));
+    if (!m)
+        return cs_error_set(CS_ENOMEM, "out of memory");
+    m->o = *o;
+    pthread_mutex_init(&m->mu, NULL);
+    m->log = o->log;
+    if (!m->log) {
+        if (cs_log_new(&m->log, "media")) {
+            free(m);
+            return cs_error_set(CS_ENOMEM, "out of memory");
+        }
+        m->own_log = 1;
+    }
+    int rc = cs_video_enc_new(&m->enc, &m->o.enc);
+    if (!rc) {
+        cs_video_enc_size(m->enc, &m->w, &m->h, &m->fps);
+        rc = cs_queue_new(&m->mail, 2, (void (*)(void *))cs_vframe_unref);
+    }
+    for (int i = 0; !rc && i < o->noutputs; i++) {
+        const char *u = o->outputs[i];
+        if (!strncmp(u, "srt://", 6)) {
+            char full[700];
+            int listener = 0;
+            rc = cs_media_srt_url(full, sizeof(full), u, o->passphrase, o->srt_latency_ms,
+                                  &listener);
+            if (!rc && listener) {
+                if (m->nlisten == MAX_LISTEN)
+                    rc = cs_error_set(CS_EINVAL, "at most %d SRT listeners", MAX_LISTEN);
+                else
+                    snprintf(m->listen_url[m->nlisten++], sizeof(m->listen_url[0]), "%s", full);
+            } else if (!rc) {
+                rc = sink_add(m, SINK_OUTPUT, full, NULL, NULL);
+            }
+        } else {
+            rc = sink_add(m, SINK_OUTPUT, u, NULL, NULL);
+        }
+    }
+    if (!rc && o->record_dir) {
+        cs_record_opts ro = CS_RECORD_OPTS_INIT;
+        if (o->segment_s)
+            ro.segment_s = o->segment_s;
+        if (o->retention_years)
+            ro.retention_years = o->retention_years;
+        cs_record *rec;
+        rc = cs_record_open(&rec, o->record_dir, m->enc, &ro);
+        if (!rc && (rc = sink_add(m, SINK_RECORD, o->record_dir, NULL, rec)))
+            cs_record_close(rec);
+    }
+    if (!rc)
+        rc = cs_thread_start(&m->enc_th, "cs-encode", encode_thread, m);
+    if (!rc)
+        rc = cs_thread_start(&m->cap_th, "cs-capture", capture_thread, m);
+    for (int i = 0; !rc && i < m->nlisten; i++) {
+        void **arg = malloc(2 * sizeof(void *));
+        if (!arg) {
+            rc = cs_error_set(CS_ENOMEM, "out of memory");
+            break;
+        }
+        arg[0] = m;
+        arg[1] = m->listen_url[i];
+        rc = cs_thread_start(&m->listen_th[i], "cs-listen", listen_thread, arg);
+        if (rc)
+            free(arg);
+    }
+    if (rc) {
+        int keep = rc;
+        char msg[512];
+        snprintf(msg, sizeof(msg), "%s", cs_error_last());
+        cs_media_stop(m);
+        return cs_error_set(keep, "%s", msg);
+    }
+    *out = m;
+    return 0;
+}
+
+json_t *cs_media_stats(cs_media *m)
+{
+    pthread_mutex_lock(&m->mu);
+    json_t *s = m->last_stats ? json_deep_copy(m->last_stats) : stats_locked(m, 0, 0);
+    pthread_mutex_unlock(&m->mu);
+    return s;
+}
+
+int cs_media_stop(cs_media *m)
+{
+    if (!m)
+        return 0;
+    atomic_store(&m->stop, 1);
+    pthread_mutex_lock(&m->mu);
+    cs_video_source_interrupt(m->src);
+    pthread_mutex_unlock(&m->mu);
+    cs_thread_join(m->cap_th);
+    for (int i = 0; i < m->nlisten; i++)
+        cs_thread_join(m->listen_th[i]);
+    if (m->mail)
+        cs_queue_close(m->mail);
+    cs_thread_join(m->enc_th);
+    /* the sinks drain what is queued (the recorder finishes its segment) */
+    int rc = 0;
+    for (sink *s = m->sinks; s; s = s->next)
+        cs_queue_close(s->q);
+    while (m->sinks) {
+        sink *s = m->sinks;
+        m->sinks = s->next;
+        cs_thread_join(s->th);
+        if (s->rec) {
+            rc = cs_record_close(s->rec);
+            s->rec = NULL;
+        }
+        sink_free(s);
+    }
+    cs_queue_free(m->mail);
+    cs_video_enc_free(m->enc);
+    json_decref(m->last_stats);
+    pthread_mutex_destroy(&m->mu);
+    log_free(m);
+    free(m);
+    return rc;
+}
