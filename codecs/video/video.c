@@ -426,7 +426,15 @@ static int open_input(cs_video_source *s, const char *url)
             return cs_error_set(CS_ENOTFOUND, "%s: no such file or device", url);
         return cs_error_set(CS_EIO, "%s: %s", url, averr(e, eb, sizeof(eb)));
     }
-    e = avformat_find_stream_info(s->fmt, NULL);
+    /* A live MPEG-TS names its codec in the PMT; the decoder learns the
+     * rest from the stream. Probing further would also throw away the
+     * keyframe it read (nobuffer) and wait for the next one. */
+    int known = ts && s->fmt->nb_streams > 0;
+    for (unsigned i = 0; known && i < s->fmt->nb_streams; i++)
+        if (s->fmt->streams[i]->codecpar->codec_type == AVMEDIA_TYPE_VIDEO &&
+            s->fmt->streams[i]->codecpar->codec_id == AV_CODEC_ID_NONE)
+            known = 0;
+    e = known ? 0 : avformat_find_stream_info(s->fmt, NULL);
     if (e < 0) {
         if (intr_cb(&s->in))
             return cs_error_set(CS_ETIMEDOUT, "%s: no stream information in %d ms", url,
