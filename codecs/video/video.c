@@ -61,6 +61,19 @@ static int dict_parse(AVDictionary **d, const char *s)
     return 0;
 }
 
+void cs_video_url_redact(const char *url, char *out, size_t n)
+{
+    snprintf(out, n, "%s", url);
+    char *p = strstr(out, "passphrase=");
+    if (!p)
+        return;
+    p += strlen("passphrase=");
+    char *q = p + strcspn(p, "&");
+    char tail[600];
+    snprintf(tail, sizeof(tail), "%s", q);
+    snprintf(p, n - (size_t)(p - out), "***%s", tail);
+}
+
 /* ------------------------------------------------------------ interrupts */
 
 typedef struct {
@@ -406,25 +419,47 @@ static int open_input(cs_video_source *s, const char *url)
         av_dict_free(&opt);
         return cs_error_set(CS_EINVAL, "unknown input format '%s'", fmtname);
     }
-    s->fmt = avformat_alloc_context();
-    if (!s->fmt) {
-        av_dict_free(&opt);
-        return cs_error_set(CS_ENOMEM, "out of memory");
-    }
-    s->fmt->interrupt_callback.callback = intr_cb;
-    s->fmt->interrupt_callback.opaque = &s->in;
+    /* An SRT listener takes one caller at a time (libavformat listens with
+     * a backlog of 1 and listens again after each accept), so a caller
+     * refused while another joins retries until its timeout. */
+    int srt_caller = !strncmp(url, "srt:", 4) && !strstr(url, "mode=listener");
+    char shown[600], eb[128];
+    cs_video_url_redact(url, shown, sizeof(shown));
+    int64_t end = cs_clock_ns() + (int64_t)s->o.timeout_ms * 1000000;
+    int e;
     intr_arm(&s->in, s->o.timeout_ms);
-    int e = avformat_open_input(&s->fmt, u, ifmt, &opt);
+    for (;;) {
+        AVDictionary *o2 = NULL;
+        av_dict_copy(&o2, opt, 0);
+        s->fmt = avformat_alloc_context();
+        if (!s->fmt) {
+            av_dict_free(&o2);
+            av_dict_free(&opt);
+            return cs_error_set(CS_ENOMEM, "out of memory");
+        }
+        s->fmt->interrupt_callback.callback = intr_cb;
+        s->fmt->interrupt_callback.opaque = &s->in;
+        e = avformat_open_input(&s->fmt, u, ifmt, &o2);
+        av_dict_free(&o2);
+        if (e >= 0 || !srt_caller || atomic_load(&s->in.stop) || cs_clock_ns() + 200000000 > end)
+            break;
+        struct timespec pause = {0, 150000000};
+        nanosleep(&pause, NULL);
+    }
     av_dict_free(&opt);
-    char eb[128];
     if (e < 0) {
         if (atomic_load(&s->in.stop))
-            return cs_error_set(CS_ECLOSED, "%s: interrupted", url);
+            return cs_error_set(CS_ECLOSED, "%s: interrupted", shown);
+        if (srt_caller)
+            return cs_error_set(CS_EIO,
+                                "%s: refused or unreachable for %d ms (wrong passphrase, "
+                                "nobody listening, or the sender is full): %s",
+                                shown, s->o.timeout_ms, averr(e, eb, sizeof(eb)));
         if (intr_cb(&s->in))
-            return cs_error_set(CS_ETIMEDOUT, "%s: nothing came in %d ms", url, s->o.timeout_ms);
+            return cs_error_set(CS_ETIMEDOUT, "%s: nothing came in %d ms", shown, s->o.timeout_ms);
         if (e == AVERROR(ENOENT))
-            return cs_error_set(CS_ENOTFOUND, "%s: no such file or device", url);
-        return cs_error_set(CS_EIO, "%s: %s", url, averr(e, eb, sizeof(eb)));
+            return cs_error_set(CS_ENOTFOUND, "%s: no such file or device", shown);
+        return cs_error_set(CS_EIO, "%s: %s", shown, averr(e, eb, sizeof(eb)));
     }
     /* A live MPEG-TS names its codec in the PMT; the decoder learns the
      * rest from the stream. Probing further would also throw away the
@@ -437,14 +472,14 @@ static int open_input(cs_video_source *s, const char *url)
     e = known ? 0 : avformat_find_stream_info(s->fmt, NULL);
     if (e < 0) {
         if (intr_cb(&s->in))
-            return cs_error_set(CS_ETIMEDOUT, "%s: no stream information in %d ms", url,
+            return cs_error_set(CS_ETIMEDOUT, "%s: no stream information in %d ms", shown,
                                 s->o.timeout_ms);
-        return cs_error_set(CS_EFORMAT, "%s: %s", url, averr(e, eb, sizeof(eb)));
+        return cs_error_set(CS_EFORMAT, "%s: %s", shown, averr(e, eb, sizeof(eb)));
     }
     const AVCodec *codec = NULL;
     s->stream = av_find_best_stream(s->fmt, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0);
     if (s->stream < 0 || !codec)
-        return cs_error_set(CS_EFORMAT, "%s: no video stream that can be decoded", url);
+        return cs_error_set(CS_EFORMAT, "%s: no video stream that can be decoded", shown);
     AVStream *st = s->fmt->streams[s->stream];
     s->dec = avcodec_alloc_context3(codec);
     if (!s->dec)
@@ -455,7 +490,7 @@ static int open_input(cs_video_source *s, const char *url)
     s->dec->thread_count = 2;
     e = avcodec_open2(s->dec, codec, NULL);
     if (e < 0)
-        return cs_error_set(CS_EFORMAT, "%s: cannot open the %s decoder: %s", url, codec->name,
+        return cs_error_set(CS_EFORMAT, "%s: cannot open the %s decoder: %s", shown, codec->name,
                             averr(e, eb, sizeof(eb)));
     snprintf(s->codec, sizeof(s->codec), "%s", codec->name);
     AVRational r = st->avg_frame_rate.num ? st->avg_frame_rate : st->r_frame_rate;
@@ -942,7 +977,7 @@ int cs_video_out_open(cs_video_out **out, const char *url, const cs_video_enc *e
     cs_video_out *v = calloc(1, sizeof(*v));
     if (!v)
         return cs_error_set(CS_ENOMEM, "out of memory");
-    snprintf(v->url, sizeof(v->url), "%s", url);
+    cs_video_url_redact(url, v->url, sizeof(v->url));
     v->timeout_ms = o->timeout_ms;
     v->pts0_us = AV_NOPTS_VALUE;
     const char *fmt = o->format;
@@ -955,9 +990,10 @@ int cs_video_out_open(cs_video_out **out, const char *url, const cs_video_enc *e
     char eb[128];
     int e = avformat_alloc_output_context2(&v->oc, NULL, fmt, url);
     if (e < 0 || !v->oc) {
+        int rc = cs_error_set(CS_EINVAL, "%s: no muxer for it (%s)", v->url,
+                              e < 0 ? averr(e, eb, sizeof(eb)) : "unknown format");
         free(v);
-        return cs_error_set(CS_EINVAL, "%s: no muxer for it (%s)", url,
-                            e < 0 ? averr(e, eb, sizeof(eb)) : "unknown format");
+        return rc;
     }
     v->oc->interrupt_callback.callback = intr_cb;
     v->oc->interrupt_callback.opaque = &v->in;
@@ -984,12 +1020,12 @@ int cs_video_out_open(cs_video_out **out, const char *url, const cs_video_enc *e
         intr_arm(&v->in, 0);
         if (e < 0) {
             if (atomic_load(&v->in.stop))
-                rc = cs_error_set(CS_ECLOSED, "%s: interrupted", url);
+                rc = cs_error_set(CS_ECLOSED, "%s: interrupted", v->url);
             else if (e == AVERROR_EXIT || e == AVERROR(ETIMEDOUT))
-                rc =
-                    cs_error_set(CS_ETIMEDOUT, "%s: nobody connected in %d ms", url, o->timeout_ms);
+                rc = cs_error_set(CS_ETIMEDOUT, "%s: nobody connected in %d ms", v->url,
+                                  o->timeout_ms);
             else
-                rc = cs_error_set(CS_EIO, "%s: %s", url, averr(e, eb, sizeof(eb)));
+                rc = cs_error_set(CS_EIO, "%s: %s", v->url, averr(e, eb, sizeof(eb)));
         }
     }
     if (!rc) {

@@ -27,7 +27,8 @@ typedef struct sink {
     cs_media *m;
     int kind;
     int64_t id;
-    char url[700];
+    char url[700];   /* may hold the SRT passphrase: never logged */
+    char shown[700]; /* url redacted */
     cs_queue *q;
     cs_thread *th;
     cs_video_out *out;
@@ -54,6 +55,7 @@ struct cs_media {
     sink *sinks;
     int64_t next_sink_id;
     cs_video_source *src;
+    char src_shown[700]; /* the source URL, redacted */
     atomic_int idr_req;
     int64_t last_idr_ns;
     /* stats */
@@ -141,12 +143,13 @@ static void sink_thread(void *arg)
         if (s->kind == SINK_OUTPUT && !s->out) {
             if (sink_open_output(s)) {
                 if (!logged++)
-                    cs_log(m->log, CS_LOG_WARN, "output %s: %s; retrying", s->url, cs_error_last());
+                    cs_log(m->log, CS_LOG_WARN, "output %s: %s; retrying", s->shown,
+                           cs_error_last());
                 nap(m, backoff);
                 backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
                 continue;
             }
-            cs_log(m->log, CS_LOG_INFO, "output %s: open", s->url);
+            cs_log(m->log, CS_LOG_INFO, "output %s: open", s->shown);
             backoff = 500;
             logged = 0;
         }
@@ -167,7 +170,7 @@ static void sink_thread(void *arg)
             break;
         }
         if (s->kind == SINK_OUTPUT) {
-            cs_log(m->log, CS_LOG_WARN, "output %s: %s; reopening", s->url, s->error);
+            cs_log(m->log, CS_LOG_WARN, "output %s: %s; reopening", s->shown, s->error);
             cs_video_out_close(s->out);
             s->out = NULL;
         } else {
@@ -189,6 +192,7 @@ static int sink_add(cs_media *m, int kind, const char *url, cs_video_out *out, c
     s->rec = rec;
     s->since_ns = cs_clock_ns();
     snprintf(s->url, sizeof(s->url), "%s", url);
+    cs_video_url_redact(url, s->shown, sizeof(s->shown));
     atomic_init(&s->need_key, 1);
     int cap = m->o.sink_queue ? m->o.sink_queue : 2 * m->fps;
     int rc = cs_queue_new(&s->q, (size_t)cap, (void (*)(void *))cs_vpacket_unref);
@@ -267,6 +271,8 @@ static void listen_thread(void *arg)
     cs_media *m = ((void **)arg)[0];
     const char *url = ((void **)arg)[1];
     free(arg);
+    char shown[700];
+    cs_video_url_redact(url, shown, sizeof(shown));
     int logged = 0;
     int max = m->o.max_receivers ? m->o.max_receivers : 64;
     while (!atomic_load(&m->stop)) {
@@ -285,7 +291,7 @@ static void listen_thread(void *arg)
             continue;
         if (rc) {
             if (!logged++)
-                cs_log(m->log, CS_LOG_WARN, "listener %s: %s", url, cs_error_last());
+                cs_log(m->log, CS_LOG_WARN, "listener %s: %s", shown, cs_error_last());
             nap(m, 1000);
             continue;
         }
@@ -295,7 +301,7 @@ static void listen_thread(void *arg)
             cs_video_out_close(out);
             continue;
         }
-        cs_log(m->log, CS_LOG_INFO, "receiver joined on %s (%d watching)", url, n + 1);
+        cs_log(m->log, CS_LOG_INFO, "receiver joined on %s (%d watching)", shown, n + 1);
         cs_media_request_idr(m);
     }
 }
@@ -323,7 +329,7 @@ static void capture_thread(void *arg)
             pthread_mutex_unlock(&m->mu);
             if (strcmp(last_err, cs_error_last())) {
                 snprintf(last_err, sizeof(last_err), "%s", cs_error_last());
-                cs_log(m->log, CS_LOG_WARN, "source %s: %s; retrying", m->o.source, last_err);
+                cs_log(m->log, CS_LOG_WARN, "source %s: %s; retrying", m->src_shown, last_err);
             }
             if (atomic_load(&m->src_state) == SRC_LIVE || !lost_since)
                 lost_since = cs_clock_ns();
@@ -347,10 +353,10 @@ static void capture_thread(void *arg)
             break;
         }
         if (lost_since)
-            cs_log(m->log, CS_LOG_INFO, "source %s: back after %.1f s", m->o.source,
+            cs_log(m->log, CS_LOG_INFO, "source %s: back after %.1f s", m->src_shown,
                    (double)(cs_clock_ns() - lost_since) / 1e9);
         else
-            cs_log(m->log, CS_LOG_INFO, "source %s: %s %dx%d", m->o.source, codec, m->src_w,
+            cs_log(m->log, CS_LOG_INFO, "source %s: %s %dx%d", m->src_shown, codec, m->src_w,
                    m->src_h);
         atomic_store(&m->src_state, SRC_LIVE);
         lost_since = 0;
@@ -363,7 +369,7 @@ static void capture_thread(void *arg)
             if (rc == CS_EFORMAT) {
                 atomic_fetch_add(&m->src_errors, 1);
                 if (!bad++)
-                    cs_log(m->log, CS_LOG_WARN, "source %s: %s (counting in stats)", m->o.source,
+                    cs_log(m->log, CS_LOG_WARN, "source %s: %s (counting in stats)", m->src_shown,
                            cs_error_last());
                 if (bad < 100)
                     continue;
@@ -404,7 +410,7 @@ static void capture_thread(void *arg)
             break;
         snprintf(last_err, sizeof(last_err), "%s", m->src_error);
         cs_log(m->log, CS_LOG_WARN, "source %s lost: %s; showing the slate and reconnecting",
-               m->o.source, last_err);
+               m->src_shown, last_err);
         atomic_store(&m->src_state, SRC_LOST);
         lost_since = cs_clock_ns();
     }
@@ -492,7 +498,7 @@ static json_t *stats_locked(cs_media *m, double fps, double kbps)
         receivers += s->kind == SINK_RECEIVER;
         json_t *o = json_pack(
             "{s:I, s:s, s:s, s:i, s:I, s:I, s:I, s:f}", "id", (json_int_t)s->id, "kind",
-            sink_kinds[s->kind], "url", s->url, "queue", (int)cs_queue_length(s->q), "bytes",
+            sink_kinds[s->kind], "url", s->shown, "queue", (int)cs_queue_length(s->q), "bytes",
             (json_int_t)atomic_load(&s->bytes), "packets", (json_int_t)atomic_load(&s->packets),
             "drops", (json_int_t)atomic_load(&s->drops), "seconds",
             (double)(cs_clock_ns() - s->since_ns) / 1e9);
@@ -505,7 +511,7 @@ static json_t *stats_locked(cs_media *m, double fps, double kbps)
     return json_pack(
         "{s:{s:s, s:s, s:s, s:s, s:i, s:i, s:I, s:I}, s:i, s:i, s:i, s:f, s:f, s:I, s:I, s:I, "
         "s:I, s:I, s:{s:f, s:f}, s:i, s:o}",
-        "source", "url", m->o.source, "state", src_states[atomic_load(&m->src_state)], "error",
+        "source", "url", m->src_shown, "state", src_states[atomic_load(&m->src_state)], "error",
         m->src_error, "codec", m->src_codec, "width", m->src_w, "height", m->src_h, "frames",
         (json_int_t)atomic_load(&m->frames_in), "errors", (json_int_t)atomic_load(&m->src_errors),
         "width", m->w, "height", m->h, "fps_target", m->fps, "fps", fps, "bitrate_kbps", kbps,
@@ -667,6 +673,7 @@ int cs_media_start(cs_media **out, const cs_media_opts *o)
     if (!m)
         return cs_error_set(CS_ENOMEM, "out of memory");
     m->o = *o;
+    cs_video_url_redact(o->source, m->src_shown, sizeof(m->src_shown));
     pthread_mutex_init(&m->mu, NULL);
     m->log = o->log;
     if (!m->log) {

@@ -33,6 +33,9 @@ typedef struct cs_video_out cs_video_out;
 /** The SEI payload's 16-byte UUID, as text. */
 #define CS_VIDEO_SEI_UUID "c5a1c0de-7e1e-4a7e-8a11-ca97e5e1f1a6"
 
+/** @p url with any SRT passphrase replaced by "***", for logs and stats. */
+CS_API void cs_video_url_redact(const char *url, char *out, size_t n);
+
 /* ---------------------------------------------------------------- frames */
 
 /** A new black 8-bit YUV 4:2:0 frame of @p w x @p h (even sizes). */
