@@ -22,11 +22,13 @@
 
 #include "adraw.h"
 #include "reading.h"
+#include "video.h"
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: consilium-view URL|FILE [options]\n"
+            "       consilium-view [URL|FILE] --video SOURCE [video options] [options]\n"
             "\n"
             "Whole-slide viewer. URL is a Consilium server's slide,\n"
             "  http(s)://HOST:PORT/slides/ID.dzi, http(s)://HOST:PORT/slides/ID, or the bare\n"
@@ -62,6 +64,21 @@ static void usage(FILE *f)
             "  --font PATH        TTF font for overlays (default DejaVu Sans)\n"
             "  --cacert FILE      CA bundle for https; --insecure skips verification\n"
             "  -h, --help         this text\n"
+            "\n"
+            "live video (see viewer/README.md, \"Live video\"):\n"
+            "  --video SOURCE     show a video: srt://HOST:PORT (SRT caller), udp://..., or a\n"
+            "                     file (a recording segment .mp4). Alone, it fills the window;\n"
+            "                     with a slide URL|FILE, it takes the right third of it\n"
+            "  --passphrase P     SRT passphrase (default: $CS_SRT_PASSPHRASE)\n"
+            "  --latency MS       SRT receive latency (default 120)\n"
+            "  --video-wait MS    headless: wait this long for the frames (default 5000)\n"
+            "  --video-frames N   --screenshot: after N frames shown (default 1); prints\n"
+            "                     "
+            "{\"video\":{\"first_frame_ms\",\"frames\",\"latency_ms\":{\"p50\",\"p95\"},\n"
+            "                     \"width\",\"height\",...}}\n"
+            "  keys (video): I stats overlay, Space pause, Left/Right -/+10 s, Home start,\n"
+            "  click in the progress bar seeks (files); Q quits. Beside a slide, keys go to\n"
+            "  the pane under the pointer.\n"
             "\n"
             "keys (window): drag to pan, wheel zooms about the cursor, arrows pan,\n"
             "  +/- zoom, Home fits the slide, O toggles overlays, Q quits.\n"
@@ -128,7 +145,7 @@ int vw_parse_size(const char *s, int *w, int *h)
     return vw_parse_int(wb, 1, 16384, w) < 0 || vw_parse_int(x + 1, 1, 16384, h) < 0 ? -1 : 0;
 }
 
-static int parse_args(vw_options *o, int argc, char **argv)
+static int parse_args(vw_options *o, int argc, char **argv, int video)
 {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -204,13 +221,17 @@ static int parse_args(vw_options *o, int argc, char **argv)
         }
         i += takes;
     }
-    if (!o->target) {
+    if (!o->target && !video) {
         fprintf(stderr, "consilium-view: no URL or FILE given\n\n");
         usage(stderr);
         return -1;
     }
     if (o->screenshot && o->views) {
         fprintf(stderr, "consilium-view: --screenshot and --views do not go together\n");
+        return -1;
+    }
+    if (video && o->views) {
+        fprintf(stderr, "consilium-view: --video and --views do not go together\n");
         return -1;
     }
     if (o->script && o->views) {
@@ -449,8 +470,14 @@ int main(int argc, char **argv)
     o->cache_mb = 256;
     o->timeout_s = 120;
     o->font = VW_DEFAULT_FONT;
-    if (parse_args(o, argc, argv) < 0)
+    vw_video_opts vo = VW_VIDEO_OPTS_INIT;
+    if ((argc = vw_video_args(&vo, argc, argv)) < 0 || parse_args(o, argc, argv, !!vo.url) < 0)
         return 2;
+    if (!o->target) { /* the video alone */
+        if (o->script)
+            return vw_video_headless_script(&app, &vo);
+        return o->screenshot ? vw_video_headless_screenshot(&app, &vo) : vw_video_ui_run(&app, &vo);
+    }
     if (!o->token)
         o->token = getenv("CONSILIUM_TOKEN");
     int is_url = vw_source_is_url(o->target);
@@ -479,7 +506,8 @@ int main(int argc, char **argv)
         goto out;
     }
     if (!o->screenshot && !o->views && !o->script) {
-        rc = vw_ui_run(&app); /* creates the fetcher itself, to wire the wake-up */
+        /* they create the fetcher themselves, to wire the wake-up */
+        rc = vo.url ? vw_video_ui_run(&app, &vo) : vw_ui_run(&app);
         goto out;
     }
     if ((r = vw_app_start_fetch(&app, NULL, NULL)) < 0) {
@@ -491,7 +519,9 @@ int main(int argc, char **argv)
             fprintf(stderr, "consilium-view: %s\n", cs_error_last());
             goto out;
         }
-        rc = vw_headless_script(&app);
+        rc = vo.url ? vw_video_headless_script(&app, &vo) : vw_headless_script(&app);
+    } else if (vo.url) {
+        rc = vw_video_headless_screenshot(&app, &vo);
     } else {
         rc = o->screenshot ? vw_headless_screenshot(&app) : vw_headless_views(&app);
     }

@@ -5,7 +5,8 @@
  * needs no video driver. The loop is the window's loop without events:
  * take finished tiles, say what the view needs, compose, and wait on the
  * fetcher's result queue until every visible tile of the target level has
- * been drawn. */
+ * been drawn. With --video the video pane is drawn over its part of the
+ * surface (video.h) once its frames are in. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include "app.h"
 #include "overlay.h"
 #include "png.h"
+#include "video.h"
 
 typedef struct {
     double first_ms, sharp_ms; /* -1: not reached */
@@ -253,6 +255,93 @@ int vw_headless_views(vw_app *a)
         }
     }
     free(views);
+    SDL_FreeSurface(surf);
+    return rc;
+}
+
+/* ---- --video with --screenshot ---- */
+
+/* Draw the video pane (and nothing else) and count the frame shown. */
+static void video_frame(vw_video *vid, SDL_Renderer *ren, vw_overlay *ov, const SDL_Rect *vr)
+{
+    vw_video_draw(vid, ren, ov, vr);
+    SDL_RenderPresent(ren);
+    vw_video_presented(vid);
+}
+
+int vw_video_headless_screenshot(vw_app *a, const vw_video_opts *vo)
+{
+    int with_slide = a->o.target != NULL;
+    SDL_SetHint(SDL_HINT_RENDER_SCALE_QUALITY, "1");
+    SDL_Surface *surf = make_surface(a->o.w, a->o.h);
+    if (!surf)
+        return 1;
+    SDL_Renderer *ren = SDL_CreateSoftwareRenderer(surf);
+    vw_overlay *ov = NULL;
+    vw_video *vid = NULL;
+    int rc = 1;
+    if (!ren || vw_overlay_new(&ov, ren, a->o.font) < 0) {
+        fprintf(stderr, "consilium-view: no software renderer: %s\n", SDL_GetError());
+        goto out;
+    }
+    if (vw_video_open(&vid, vo, NULL, NULL) < 0) {
+        fprintf(stderr, "consilium-view: %s\n", cs_error_last());
+        goto out;
+    }
+    SDL_Rect sr, vr;
+    vw_video_layout(a->o.w, a->o.h, with_slide, &sr, &vr);
+    /* the video first: its first frame time is not the slide's */
+    int64_t deadline = cs_clock_ns() + (int64_t)vo->wait_ms * 1000000;
+    vw_video_stats st;
+    for (;;) {
+        if (vw_video_update(vid, ren))
+            video_frame(vid, ren, ov, &vr);
+        vw_video_get_stats(vid, &st);
+        if (st.frames >= vo->frames || st.failed)
+            break;
+        int64_t left = deadline - cs_clock_ns();
+        if (left <= 0)
+            break;
+        vw_video_wait(vid, left > 50000000 ? 50 : (int)(left / 1000000) + 1);
+    }
+    rc = 0;
+    if (st.frames < vo->frames) {
+        if (st.frames == 0)
+            fprintf(stderr, "consilium-view: no video frame from %s in %d ms%s%s\n",
+                    vw_video_url(vid), vo->wait_ms, st.error[0] ? ": " : "", st.error);
+        else
+            fprintf(stderr, "consilium-view: %lld of %d video frames in %d ms\n",
+                    (long long)st.frames, vo->frames, vo->wait_ms);
+        rc = st.failed ? 1 : 3;
+    }
+    if (with_slide) {
+        vw_view v = {0, 0, 1, sr.w, sr.h};
+        vw_app_initial_view(a, &v);
+        vw_frame_stats fs;
+        if (vw_headless_settle(a, &v, surf->pixels, surf->pitch / 4, &fs) != 0) {
+            fprintf(stderr, "consilium-view: the slide timed out after %g s\n", a->o.timeout_s);
+            rc = rc ? rc : 3;
+        }
+        vw_adraw(ren, ov, &a->edit, &v, a->o.overlays);
+        if (a->o.overlays) {
+            vw_overlay_info info = {a->src.name, a->src.mpp_x,        v.zoom,
+                                    fs.level,    a->src.geom.nlevels, vw_fetch_in_flight(a->fetch),
+                                    a->failed};
+            vw_overlay_draw(ov, v.w, v.h, &info);
+        }
+    }
+    vw_video_update(vid, ren); /* the newest frame, over the pane drawn before */
+    video_frame(vid, ren, ov, &vr);
+    if (vw_png_write(a->o.screenshot, surf->pixels, a->o.w, a->o.h, surf->pitch / 4) < 0) {
+        fprintf(stderr, "consilium-view: %s\n", cs_error_last());
+        rc = rc ? rc : 1;
+    }
+    vw_video_print_json(vid, stdout);
+out:
+    vw_video_close(vid); /* before the renderer: the texture is its */
+    vw_overlay_free(ov);
+    if (ren)
+        SDL_DestroyRenderer(ren);
     SDL_FreeSurface(surf);
     return rc;
 }

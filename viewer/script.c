@@ -12,6 +12,17 @@
  *   screenshot OUT.png   the view once sharp, with the annotations
  *   expect-annotations N exit 4 unless there are N annotations
  *   dump OUT.json        the annotations as JSON ({"annotations":[...],"count":n,...})
+ * With --video (video.h; the slide commands above need a slide beside it):
+ *   wait-frames N        display N more video frames (at most --video-wait ms)
+ *   seek SECONDS         seek the file and wait for the frame there; prints
+ *                        "position SECONDS" (the displayed frame's time)
+ *   pause, play          pause or play the file
+ *   video-key NAME       a key for the video pane (key NAME does that too when
+ *                        the video is shown alone)
+ *   video-state          prints the {"video":{...}} JSON line
+ *   click X Y            in the video pane: the video's (its progress bar)
+ *   screenshot OUT.png   also draws the video pane (its newest frame)
+ * and the JSON line is printed at the end too.
  * The events go through the same path as the window's (vw_app_event). In
  * URL mode the script starts once the annotations are loaded and the
  * WebSocket subscribed (or that failed), and ends once every request is
@@ -32,6 +43,7 @@
 #include "app.h"
 #include "overlay.h"
 #include "png.h"
+#include "video.h"
 
 typedef struct {
     vw_app *a;
@@ -41,6 +53,10 @@ typedef struct {
     SDL_Renderer *ren;
     vw_overlay *ov;
     int button; /* left button held */
+    int with_slide;
+    vw_video *vid; /* --video, else NULL */
+    const vw_video_opts *vo;
+    SDL_Rect sr, vr; /* the slide's and the video's panes */
 } script;
 
 static void sleep_ms(int ms)
@@ -49,17 +65,66 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-/* Take tiles and server messages for @p ms. */
+/* Show the newest video frame, if there is one, in the video pane. */
+static void video_pump(script *s)
+{
+    if (s->vid && vw_video_update(s->vid, s->ren)) {
+        vw_video_draw(s->vid, s->ren, s->ov, &s->vr);
+        SDL_RenderPresent(s->ren);
+        vw_video_presented(s->vid);
+    }
+}
+
+/* Take tiles, server messages and video frames for @p ms. */
 static void pump(script *s, int ms)
 {
     int64_t end = cs_clock_ns() + (int64_t)ms * 1000000;
     do {
-        vw_app_consume(s->a);
-        vw_app_annotations_poll(s->a);
-        if (cs_clock_ns() >= end)
+        if (s->with_slide) {
+            vw_app_consume(s->a);
+            vw_app_annotations_poll(s->a);
+        }
+        video_pump(s);
+        int64_t left = end - cs_clock_ns();
+        if (left <= 0)
             break;
-        sleep_ms(5);
+        if (s->vid)
+            vw_video_wait(s->vid, left > 5000000 ? 5 : (int)(left / 1000000) + 1);
+        else
+            sleep_ms(5);
     } while (cs_clock_ns() < end);
+}
+
+/* Pump until @p done (or --video-wait passes). @return 0 or -1 (timeout). */
+static int video_until(script *s, int (*done)(script *s, int64_t arg), int64_t arg)
+{
+    int64_t end = cs_clock_ns() + (int64_t)s->vo->wait_ms * 1000000;
+    for (;;) {
+        video_pump(s);
+        if (done(s, arg))
+            return 0;
+        if (cs_clock_ns() >= end)
+            return -1;
+        if (s->with_slide) {
+            vw_app_consume(s->a);
+            vw_app_annotations_poll(s->a);
+        }
+        vw_video_wait(s->vid, 5);
+    }
+}
+
+static int frames_reached(script *s, int64_t n)
+{
+    vw_video_stats st;
+    vw_video_get_stats(s->vid, &st);
+    return st.frames >= n || st.failed;
+}
+
+static int gen_shown(script *s, int64_t gen)
+{
+    vw_video_stats st;
+    vw_video_get_stats(s->vid, &st);
+    return vw_video_shown_gen(s->vid) >= gen || st.failed;
 }
 
 static void feed(script *s, SDL_Event *ev)
@@ -93,6 +158,17 @@ static int screenshot(script *s, const char *path)
     vw_frame_stats st;
     uint32_t *fb = s->surf->pixels;
     int pitch = s->surf->pitch / 4;
+    if (!s->with_slide) {
+        video_pump(s);
+        vw_video_draw(s->vid, s->ren, s->ov, &s->vr);
+        SDL_RenderPresent(s->ren);
+        vw_video_presented(s->vid);
+        if (vw_png_write(path, fb, s->surf->w, s->surf->h, pitch) < 0) {
+            fprintf(stderr, "consilium-view: %s\n", cs_error_last());
+            return 1;
+        }
+        return 0;
+    }
     int rc = vw_headless_settle(s->a, &s->v, fb, pitch, &st);
     vw_app_annotations_poll(s->a);
     vw_adraw(s->ren, s->ov, &s->a->edit, &s->v, s->a->o.overlays);
@@ -103,8 +179,14 @@ static int screenshot(script *s, const char *path)
             s->a->failed};
         vw_overlay_draw(s->ov, s->v.w, s->v.h, &info);
     }
+    if (s->vid) {
+        vw_video_update(s->vid, s->ren);
+        vw_video_draw(s->vid, s->ren, s->ov, &s->vr);
+    }
     SDL_RenderPresent(s->ren);
-    if (vw_png_write(path, fb, s->v.w, s->v.h, pitch) < 0) {
+    if (s->vid)
+        vw_video_presented(s->vid);
+    if (vw_png_write(path, fb, s->surf->w, s->surf->h, pitch) < 0) {
         fprintf(stderr, "consilium-view: %s\n", cs_error_last());
         return 1;
     }
@@ -153,9 +235,125 @@ static int xy(const char *args, int *x, int *y)
 }
 
 /* Run one command. @return 0, 2 (bad line), 4 (expectation failed), 1 (error). */
+/* A key event for @p name. @return 0 or -1 (unknown key). */
+static int key_event(SDL_Event *ev, const char *name)
+{
+    SDL_Keycode k = SDL_GetKeyFromName(name);
+    if (k == SDLK_UNKNOWN)
+        return -1;
+    SDL_zero(*ev);
+    ev->type = SDL_KEYDOWN;
+    ev->key.state = SDL_PRESSED;
+    ev->key.keysym.sym = k;
+    ev->key.keysym.scancode = SDL_GetScancodeFromKey(k);
+    ev->common.timestamp = SDL_GetTicks();
+    return 0;
+}
+
+/* The --video commands. @return as command(), or -1 when @p cmd is not one. */
+static int video_command(script *s, const char *cmd, const char *args, const char *where)
+{
+    static const char *const names[] = {"wait-frames", "seek",      "pause",
+                                        "play",        "video-key", "video-state"};
+    int known = 0;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        known |= strcmp(cmd, names[i]) == 0;
+    if (!known)
+        return -1;
+    if (!s->vid) {
+        fprintf(stderr, "consilium-view: %s: %s needs --video\n", where, cmd);
+        return 2;
+    }
+    if (strcmp(cmd, "wait-frames") == 0) {
+        int n;
+        if (vw_parse_int(args, 1, 1000000, &n) < 0) {
+            fprintf(stderr, "consilium-view: %s: expected wait-frames N\n", where);
+            return 2;
+        }
+        vw_video_stats st;
+        vw_video_get_stats(s->vid, &st);
+        if (video_until(s, frames_reached, st.frames + n) < 0 ||
+            (vw_video_get_stats(s->vid, &st), st.failed)) {
+            fprintf(stderr, "consilium-view: %s: %lld video frames in %d ms, not %d more%s%s\n",
+                    where, (long long)st.frames, s->vo->wait_ms, n, st.error[0] ? ": " : "",
+                    st.error);
+            return 4;
+        }
+    } else if (strcmp(cmd, "seek") == 0) {
+        char *end;
+        errno = 0;
+        double sec = strtod(args, &end);
+        if (end == args || *end || errno || !(sec >= 0) || sec > 1e7) {
+            fprintf(stderr, "consilium-view: %s: expected seek SECONDS\n", where);
+            return 2;
+        }
+        pump(s, 0); /* the duration, once the source is open */
+        int64_t gen = vw_video_seek(s->vid, (int64_t)(sec * 1e6));
+        if (gen < 0) {
+            /* maybe not open yet: wait for a frame, then try again */
+            vw_video_stats st;
+            vw_video_get_stats(s->vid, &st);
+            video_until(s, frames_reached, st.frames + 1);
+            gen = vw_video_seek(s->vid, (int64_t)(sec * 1e6));
+        }
+        if (gen < 0) {
+            fprintf(stderr, "consilium-view: %s: %s cannot seek (a live source)\n", where,
+                    vw_video_url(s->vid));
+            return 4;
+        }
+        if (video_until(s, gen_shown, gen) < 0) {
+            fprintf(stderr, "consilium-view: %s: no frame after the seek in %d ms\n", where,
+                    s->vo->wait_ms);
+            return 4;
+        }
+        vw_video_stats st;
+        vw_video_get_stats(s->vid, &st);
+        printf("position %.3f\n", st.pos_us < 0 ? -1.0 : (double)st.pos_us / 1e6);
+        fflush(stdout);
+    } else if (strcmp(cmd, "pause") == 0 || strcmp(cmd, "play") == 0) {
+        vw_video_set_paused(s->vid, strcmp(cmd, "pause") == 0);
+        pump(s, 0);
+    } else if (strcmp(cmd, "video-key") == 0) {
+        SDL_Event ev;
+        if (key_event(&ev, args) < 0) {
+            fprintf(stderr, "consilium-view: %s: unknown key '%s'\n", where, args);
+            return 2;
+        }
+        vw_video_event(s->vid, &ev, &s->vr);
+        pump(s, 0);
+    } else {
+        pump(s, 0);
+        vw_video_print_json(s->vid, stdout);
+    }
+    return 0;
+}
+
 static int command(script *s, char *cmd, char *args, const char *where)
 {
     int x = 0, y = 0;
+    int vr = video_command(s, cmd, args, where);
+    if (vr >= 0)
+        return vr;
+    if (s->vid && !s->with_slide && strcmp(cmd, "key") == 0)
+        return video_command(s, "video-key", args, where);
+    if (s->vid && strcmp(cmd, "click") == 0 && xy(args, &x, &y) == 0 && x >= s->vr.x &&
+        x < s->vr.x + s->vr.w && y >= s->vr.y && y < s->vr.y + s->vr.h) {
+        SDL_Event ev;
+        SDL_zero(ev);
+        ev.type = SDL_MOUSEBUTTONDOWN;
+        ev.button.button = SDL_BUTTON_LEFT;
+        ev.button.state = SDL_PRESSED;
+        ev.button.clicks = 1;
+        ev.button.x = x;
+        ev.button.y = y;
+        vw_video_event(s->vid, &ev, &s->vr);
+        pump(s, 0);
+        return 0;
+    }
+    if (!s->with_slide && strcmp(cmd, "wait") != 0 && strcmp(cmd, "screenshot") != 0) {
+        fprintf(stderr, "consilium-view: %s: %s needs a slide\n", where, cmd);
+        return 2;
+    }
     if (strcmp(cmd, "tool") == 0) {
         int t = vw_edit_tool_parse(args);
         if (t < 0) {
@@ -186,17 +384,11 @@ static int command(script *s, char *cmd, char *args, const char *where)
             }
         }
     } else if (strcmp(cmd, "key") == 0) {
-        SDL_Keycode k = SDL_GetKeyFromName(args);
-        if (k == SDLK_UNKNOWN) {
+        SDL_Event ev;
+        if (key_event(&ev, args) < 0) {
             fprintf(stderr, "consilium-view: %s: unknown key '%s'\n", where, args);
             return 2;
         }
-        SDL_Event ev;
-        SDL_zero(ev);
-        ev.type = SDL_KEYDOWN;
-        ev.key.state = SDL_PRESSED;
-        ev.key.keysym.sym = k;
-        ev.key.keysym.scancode = SDL_GetScancodeFromKey(k);
         feed(s, &ev);
     } else if (strcmp(cmd, "type") == 0) {
         /* one event per UTF-8 character, as an IME would send them */
@@ -269,7 +461,7 @@ static void settle_sync(script *s, int for_ready)
                                     : "requests still unanswered at the end of the script");
 }
 
-int vw_headless_script(vw_app *a)
+static int run(vw_app *a, const vw_video_opts *vo)
 {
     FILE *f = fopen(a->o.script, "r");
     if (!f) {
@@ -280,8 +472,14 @@ int vw_headless_script(vw_app *a)
     script s;
     memset(&s, 0, sizeof(s));
     s.a = a;
-    s.v = (vw_view){0, 0, 1, a->o.w, a->o.h};
-    vw_app_initial_view(a, &s.v);
+    s.with_slide = a->o.target != NULL;
+    s.vo = vo;
+    vw_video_layout(a->o.w, a->o.h, s.with_slide, &s.sr, &s.vr);
+    if (!vo)
+        s.sr = s.vr; /* no video: the slide has it all */
+    s.v = (vw_view){0, 0, 1, s.sr.w, s.sr.h};
+    if (s.with_slide)
+        vw_app_initial_view(a, &s.v);
     s.in.overlays = a->o.overlays;
     int rc = 1;
     s.surf = SDL_CreateRGBSurfaceWithFormat(0, a->o.w, a->o.h, 32, SDL_PIXELFORMAT_XRGB8888);
@@ -289,6 +487,10 @@ int vw_headless_script(vw_app *a)
         vw_overlay_new(&s.ov, s.ren, a->o.font) < 0) {
         fprintf(stderr, "consilium-view: cannot set up the headless renderer: %s\n",
                 SDL_GetError());
+        goto out;
+    }
+    if (vo && vw_video_open(&s.vid, vo, NULL, NULL) < 0) {
+        fprintf(stderr, "consilium-view: %s\n", cs_error_last());
         goto out;
     }
     settle_sync(&s, 1);
@@ -323,12 +525,25 @@ int vw_headless_script(vw_app *a)
         if (a->o.screenshot)
             rc = screenshot(&s, a->o.screenshot);
     }
+    if (s.vid)
+        vw_video_print_json(s.vid, stdout);
 out:
     fclose(f);
+    vw_video_close(s.vid); /* before the renderer: the texture is its */
     vw_overlay_free(s.ov);
     if (s.ren)
         SDL_DestroyRenderer(s.ren);
     if (s.surf)
         SDL_FreeSurface(s.surf);
     return rc;
+}
+
+int vw_headless_script(vw_app *a)
+{
+    return run(a, NULL);
+}
+
+int vw_video_headless_script(vw_app *a, const vw_video_opts *o)
+{
+    return run(a, o);
 }
