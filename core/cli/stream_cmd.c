@@ -172,6 +172,7 @@ static int receive(const char *url, const cs_video_source_opts *so, int duration
     size_t cap = 1 << 16, n = 0, all_n = 0;
     int64_t *lat = malloc(cap * sizeof(int64_t)), *win = malloc(cap * sizeof(int64_t));
     int64_t first_ms = -1, frames = 0, tick = cs_clock_ns(), tick_frames = 0, stamped = 0;
+    int64_t last_pts = -1, lost = 0;
     size_t wn = 0;
     const char *codec = "";
     int w = 0, h = 0;
@@ -191,6 +192,16 @@ static int receive(const char *url, const cs_video_source_opts *so, int duration
         if (first_ms < 0)
             first_ms = (cs_clock_ns() - t0) / 1000000;
         frames++;
+        /* frames missing between two decoded ones, from their timestamps */
+        int64_t pts = cs_vframe_pts_us(f);
+        double fps = 0;
+        cs_video_source_info(s, NULL, NULL, NULL, &fps);
+        if (pts >= 0 && last_pts >= 0 && fps > 0) {
+            double step = (double)(pts - last_pts) * fps / 1e6;
+            if (step > 1.5 && step < 1000)
+                lost += (int64_t)(step + 0.5) - 1;
+        }
+        last_pts = pts;
         int64_t c = cs_vframe_capture_ns(f);
         if (c && now - c > -1000000000LL && now - c < 60000000000LL && now - c != 0) {
             stamped++;
@@ -217,11 +228,11 @@ static int receive(const char *url, const cs_video_source_opts *so, int duration
     cs_video_source_info(s, &codec, &w, &h, NULL);
     double secs = (double)(cs_clock_ns() - t0) / 1e9;
     printf("{\"summary\":true,\"codec\":\"%s\",\"width\":%d,\"height\":%d,\"frames\":%lld,"
-           "\"stamped\":%lld,\"seconds\":%.2f,\"first_frame_ms\":%lld,\"errors\":%lld,"
-           "\"latency_ms\":{\"p50\":%.1f,\"p95\":%.1f,\"max\":%.1f}}\n",
-           codec, w, h, (long long)frames, (long long)stamped, secs, (long long)first_ms,
-           (long long)cs_video_source_errors(s), pct(lat, n, 50), pct(lat, n, 95),
-           pct(lat, n, 100));
+           "\"stamped\":%lld,\"lost\":%lld,\"seconds\":%.2f,\"first_frame_ms\":%lld,"
+           "\"errors\":%lld,\"latency_ms\":{\"p50\":%.1f,\"p95\":%.1f,\"max\":%.1f}}\n",
+           codec, w, h, (long long)frames, (long long)stamped, (long long)lost, secs,
+           (long long)first_ms, (long long)cs_video_source_errors(s), pct(lat, n, 50),
+           pct(lat, n, 95), pct(lat, n, 100));
     fflush(stdout);
     free(lat);
     free(win);

@@ -45,10 +45,10 @@ class Proc:
     stdout in name.out and stderr in name.err; p.lines() are the JSON lines
     printed so far; p.kill(sig) and leaving the block stop it."""
 
-    def __init__(self, d, name, args, env=None):
+    def __init__(self, d, name, args, env=None, exe=None):
         self.out = os.path.join(d, name + ".out")
         self.err = os.path.join(d, name + ".err")
-        self.args = [BIN] + args
+        self.args = [exe or BIN] + args
         self.env = dict(os.environ, **(env or {}))
         self.p = None
 
