@@ -306,9 +306,13 @@ int vw_video_headless_screenshot(vw_app *a, const vw_video_opts *vo)
     }
     rc = 0;
     if (st.frames < vo->frames) {
-        if (st.frames == 0)
-            fprintf(stderr, "consilium-view: no video frame from %s in %d ms%s%s\n",
-                    vw_video_url(vid), vo->wait_ms, st.error[0] ? ": " : "", st.error);
+        if (st.failed)
+            fprintf(stderr, "consilium-view: cannot play the video: %s\n", st.error);
+        else if (st.frames == 0 && st.error[0])
+            fprintf(stderr, "consilium-view: no video frame in %d ms: %s\n", vo->wait_ms, st.error);
+        else if (st.frames == 0)
+            fprintf(stderr, "consilium-view: no video frame from %s in %d ms\n", vw_video_url(vid),
+                    vo->wait_ms);
         else
             fprintf(stderr, "consilium-view: %lld of %d video frames in %d ms\n",
                     (long long)st.frames, vo->frames, vo->wait_ms);
