@@ -689,6 +689,12 @@ void vw_video_draw(vw_video *v, SDL_Renderer *ren, vw_overlay *ov, const SDL_Rec
         vw_overlay_label(ov, line, x, y, s->errors ? 0xffa0a0 : 0xffffff);
     }
     int cx = area->x + area->w / 2, cy = area->y + area->h / 2 - lh;
+    if (s->failed || s->lost) { /* a dark band: the banner reads over any picture */
+        SDL_SetRenderDrawBlendMode(ren, SDL_BLENDMODE_BLEND);
+        SDL_SetRenderDrawColor(ren, 0, 0, 0, 190);
+        SDL_Rect band = {area->x, cy - 10, area->w, 3 * (lh + 4) + 16};
+        SDL_RenderFillRect(ren, &band);
+    }
     if (s->failed) {
         int y = wrapped(ov, "CANNOT PLAY", cx, cy, area->w - 20, 0xff5050);
         wrapped(ov, s->error, cx, y, area->w - 20, 0xffffff);
