@@ -1,0 +1,823 @@
+#!/usr/bin/python3
+"""bench/video: Consilium's live video pipeline against FFmpeg's command line.
+
+One run, same source frames, same x264 settings, same transport (MPEG-TS over
+SRT on loopback, AES passphrase), both pipelines measured back to back:
+
+  ours:   generator | consilium stream --source pipe:0 ... --out srt://:PORT
+  ffmpeg: generator | ffmpeg -f rawvideo -i pipe:0 ... -f tee
+          "[f=mpegts]srt://:P1?mode=listener...|[f=mpegts]srt://:P2...|..."
+          (one SRT listener per receiver: FFmpeg's listener takes one caller;
+          use_fifo=1 so a slow or absent caller does not stall the encode)
+
+The generator (this file, "gen" mode) pans a 3840x2400 crop of a real
+whole-slide image (triangle waves of n*6 / n*2 px, as pan_pos() in
+codecs/video/video.c) and writes a machine-readable block barcode (frame
+number, capture time) into the top 16 rows of each frame. Receivers decode
+with `ffmpeg -i srt://... -f rawvideo -` and this file ("recv" mode) reads the
+barcode: capture-to-decoded latency and frame numbers measured the same way
+for both pipelines. Quality: sampled received frames against the same frames
+regenerated from the image, with ffmpeg's psnr and ssim filters (the barcode
+band excluded).
+
+usage: video.py [DURATION_S [LATENCY_MS]]   (default 60 s, 8 ms for the
+latency phase). Env: CS_BIN, CS_SRTCOUNT, CS_WORK, CS_TESTDATA; CS_PHASES
+(comma list of a1080,a720,lat1080,lat720,fanout; default all),
+CS_FANOUT (e.g. "10,20,30,50,64,80,100"), CS_FANOUT_S (20).
+Prints a table, then one JSON object ("bench": "video")."""
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+SEC = 1_000_000_000
+BAND = 16          # barcode rows (luma)
+BLOCK = 16         # barcode block width
+NBITS = 72         # 24-bit frame number, 40-bit capture us, 8-bit check
+PASS = "consiliumbench01"
+
+
+# ------------------------------------------------------------------ helpers
+
+def pan_pos(n, v, span):
+    """pan_pos() of codecs/video/video.c."""
+    if span <= 0:
+        return 0
+    p = (n * v) % (2 * span)
+    return (2 * span - p if p > span else p) & ~1
+
+
+def bits_of(n, t_us):
+    n &= (1 << 24) - 1
+    t_us &= (1 << 40) - 1
+    v = (n << 40) | t_us
+    chk = 0
+    for i in range(8):
+        chk ^= (v >> (8 * i)) & 0xff
+    v = (v << 8) | chk
+    return [(v >> (NBITS - 1 - i)) & 1 for i in range(NBITS)]
+
+
+def parse_bits(bits):
+    v = 0
+    for b in bits:
+        v = (v << 1) | int(b)
+    chk = v & 0xff
+    v >>= 8
+    c = 0
+    for i in range(8):
+        c ^= (v >> (8 * i)) & 0xff
+    if c != chk:
+        return None
+    return v >> 40, v & ((1 << 40) - 1)
+
+
+def pct(v, p):
+    if not v:
+        return None
+    v = sorted(v)
+    return v[min(len(v) - 1, len(v) * p // 100)]
+
+
+def load_yuv(path, iw, ih):
+    import numpy as np
+    raw = np.fromfile(path, dtype=np.uint8)
+    ys = iw * ih
+    Y = raw[:ys].reshape(ih, iw)
+    U = raw[ys:ys + ys // 4].reshape(ih // 2, iw // 2)
+    V = raw[ys + ys // 4:].reshape(ih // 2, iw // 2)
+    return Y, U, V
+
+
+def make_frame(planes, buf, n, w, h):
+    """Frame n of the pan into buf (views Y, U, V); barcode not drawn."""
+    Y, U, V = planes
+    ih, iw = Y.shape
+    x = pan_pos(n, 6, iw - w)
+    y = pan_pos(n, 2, ih - h)
+    by, bu, bv = buf
+    by[:] = Y[y:y + h, x:x + w]
+    bu[:] = U[y // 2:y // 2 + h // 2, x // 2:x // 2 + w // 2]
+    bv[:] = V[y // 2:y // 2 + h // 2, x // 2:x // 2 + w // 2]
+
+
+def frame_buf(w, h):
+    import numpy as np
+    b = np.empty(w * h * 3 // 2, dtype=np.uint8)
+    ys = w * h
+    return b, (b[:ys].reshape(h, w), b[ys:ys + ys // 4].reshape(h // 2, w // 2),
+               b[ys + ys // 4:].reshape(h // 2, w // 2))
+
+
+# ---------------------------------------------------------------- generator
+
+def gen_main(argv):
+    """gen IMAGE.yuv IW IH W H FPS DURATION: paced raw yuv420p on stdout."""
+    import numpy as np
+    path, iw, ih, w, h, fps, dur = argv[0], *map(int, argv[1:6]), float(argv[6])
+    planes = load_yuv(path, iw, ih)
+    raw, buf = frame_buf(w, h)
+    out = sys.stdout.buffer
+    lut = np.array([16, 235], dtype=np.uint8)
+    nframes = int(dur * fps)
+    t0 = time.monotonic_ns()
+    late_max = 0
+    late, wait = [], []
+    for n in range(nframes):
+        due = t0 + n * SEC // fps
+        while True:
+            d = due - time.monotonic_ns()
+            if d <= 0:
+                break
+            time.sleep(min(d, 20_000_000) / SEC)
+        make_frame(planes, buf, n, w, h)
+        late_max = max(late_max, time.monotonic_ns() - due)
+        bits = bits_of(n, time.time_ns() // 1000)
+        row = np.repeat(lut[bits], BLOCK)
+        by, bu, bv = buf
+        by[:BAND, :len(row)] = row
+        by[:BAND, len(row):] = 16
+        bu[:BAND // 2] = 128
+        bv[:BAND // 2] = 128
+        t_stamp = time.monotonic_ns()
+        try:
+            out.write(raw.data)
+            out.flush()
+        except (BrokenPipeError, ValueError):
+            break
+        if n >= 3 * fps:  # how long the consumer took to take the frame
+            wait.append((time.monotonic_ns() - t_stamp) / 1e6)
+            late.append((t_stamp - due) / 1e6)
+    sys.stderr.write(json.dumps({"gen_frames": n + 1, "late_max_ms": late_max / 1e6,
+                                 "late_ms_after_3s": {"p50": pct(late, 50), "max": max(late or [0])},
+                                 "write_ms_after_3s": {"p50": pct(wait, 50), "p95": pct(wait, 95),
+                                                       "max": max(wait or [0])}}) + "\n")
+
+
+# ----------------------------------------------------------------- receiver
+
+def recv_main(argv):
+    """recv OUT.json W H T_START_NS WARMUP_S [SAMPLES.yuv EVERY]: reads raw
+    yuv420p frames on stdin until EOF or SIGTERM, decodes the barcode."""
+    import numpy as np
+    out_path, w, h, t_start, warm = argv[0], int(argv[1]), int(argv[2]), int(argv[3]), \
+        float(argv[4])
+    samples = argv[5] if len(argv) > 5 else None
+    every = int(argv[6]) if len(argv) > 6 else 0
+    fsize = w * h * 3 // 2
+    nb = min(NBITS, w // BLOCK)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    buf = bytearray(fsize)
+    mv = memoryview(buf)
+    inp = sys.stdin.buffer
+    sf = open(samples, "wb") if samples else None
+    res = {"frames": 0, "bad_barcode": 0, "first_frame_ms": None, "first_live_ms": None,
+           "n_first": None, "n_last": None, "gaps": 0, "missing": 0, "sampled": [],
+           "lat_ms": []}
+    last_n = None
+    while not stop:
+        got = 0
+        while got < fsize:
+            try:
+                k = inp.readinto(mv[got:])
+            except InterruptedError:
+                k = -1
+            if not k:
+                break
+            got += k
+        if got < fsize:
+            break
+        now = time.time_ns()
+        res["frames"] += 1
+        if res["first_frame_ms"] is None:
+            res["first_frame_ms"] = (now - t_start) / 1e6
+        y = np.frombuffer(buf, dtype=np.uint8, count=BAND * w).reshape(BAND, w)
+        cells = y[4:12, :nb * BLOCK].reshape(8, nb, BLOCK)[:, :, 4:12].mean(axis=(0, 2))
+        p = parse_bits(cells > 128)
+        if p is None:
+            res["bad_barcode"] += 1
+            continue
+        n, t_us = p
+        cap = (now // 1000 & ~((1 << 40) - 1)) | t_us
+        if cap > now // 1000 + SEC // 1000:
+            cap -= 1 << 40
+        lat = (now // 1000 - cap) / 1000.0
+        if res["first_live_ms"] is None and cap * 1000 >= t_start:
+            res["first_live_ms"] = (now - t_start) / 1e6
+        if res["n_first"] is None:
+            res["n_first"] = n
+        if last_n is not None and n > last_n + 1:
+            res["gaps"] += 1
+            res["missing"] += n - last_n - 1
+        last_n = n if last_n is None else max(last_n, n)
+        res["n_last"] = last_n
+        if (now - t_start) / SEC >= warm:
+            res["lat_ms"].append(lat)
+        if sf and every and n % every == 0:
+            sf.write(buf)
+            res["sampled"].append(n)
+    if sf:
+        sf.close()
+    lat = res.pop("lat_ms")
+    res["latency_ms"] = {"n": len(lat), "p50": pct(lat, 50), "p95": pct(lat, 95),
+                         "max": max(lat) if lat else None}
+    with open(out_path, "w") as f:
+        json.dump(res, f)
+
+
+# ------------------------------------------------------------------- driver
+
+class Procs:
+    """Every process started, each in its own session; all killed at the end."""
+
+    def __init__(self):
+        self.ps = []
+
+    def start(self, args, **kw):
+        p = subprocess.Popen(args, start_new_session=True, **kw)
+        self.ps.append(p)
+        return p
+
+    def kill_all(self):
+        for p in self.ps:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        t = time.monotonic() + 3
+        for p in self.ps:
+            try:
+                p.wait(max(0.1, t - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait()
+        self.ps = []
+
+
+def cpu_ticks(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+        fields = s[s.rindex(")") + 2:].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    except (OSError, ValueError):
+        return None
+
+
+HZ = os.sysconf("SC_CLK_TCK")
+ME = os.path.abspath(__file__)
+PY = "/usr/bin/python3"
+
+
+def srt_url(port, latency_ms):
+    return f"srt://127.0.0.1:{port}?passphrase={PASS}&latency={latency_ms * 1000}"
+
+
+def ffrecv_cmd(url):
+    # Same decoding receiver for both pipelines, with the demuxer and decoder
+    # settings of our own receiver (codecs/video/video.c open_input): MPEG-TS
+    # without the parser (a frame is handed over when its PES is complete),
+    # small probe, low-delay decoder without frame threads; the raw output
+    # flushed per frame.
+    return ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error",
+            "-fflags", "nobuffer+noparse+nofillin", "-flags", "low_delay", "-threads", "1",
+            "-f", "mpegts", "-probesize", "32768", "-analyzeduration", "100000",
+            "-i", url, "-map", "0:v", "-fps_mode", "passthrough", "-f", "rawvideo",
+            "-pix_fmt", "yuv420p",
+            "-flush_packets", "1", "-"]
+
+
+class Ctx:
+    def __init__(self):
+        self.bin = os.environ.get("CS_BIN", "build/release/core/consilium")
+        self.srtcount = os.environ.get("CS_SRTCOUNT", "build/release/bench/video/video_srtcount")
+        self.work = os.path.join(os.environ.get("CS_WORK", "build/release/benchwork"), "video")
+        self.testdata = os.environ.get("CS_TESTDATA", "../shared/testdata")
+        os.makedirs(self.work, exist_ok=True)
+        self.port = 19400
+
+    def next_port(self, k=1):
+        p = self.port
+        self.port += k
+        return p
+
+
+def make_image(ctx):
+    """3840x2400 px of real tissue from a WSI, as PNG and raw yuv420p."""
+    png = os.path.join(ctx.work, "tissue_3840x2400.png")
+    yuv = os.path.join(ctx.work, "tissue_3840x2400.yuv")
+    if not os.path.exists(yuv):
+        import openslide
+        s = openslide.OpenSlide(os.path.join(ctx.testdata, "wsi",
+                                             "TCGA-CR-7395-01A-01-TS1.svs"))
+        s.read_region((300, 600), 0, (3840, 2400)).convert("RGB").save(png)
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", png,
+                        "-pix_fmt", "yuv420p", "-f", "rawvideo", yuv], check=True)
+    return png, yuv, 3840, 2400
+
+
+def sender_cmd(ctx, who, w, h, kbps, latency, ports, dur):
+    fps = 30
+    if who == "ours":
+        return [ctx.bin, "stream", "--source-format", "rawvideo", "--source-opts",
+                f"video_size={w}x{h}:pixel_format=yuv420p:framerate={fps}",
+                "--source", "pipe:0", "--size", f"{w}x{h}", "--fps", str(fps),
+                "--bitrate", f"{kbps}k", "--preset", "superfast", "--keyint", "60",
+                "--out", f"srt://:{ports[0]}", "--passphrase", PASS, "--latency", str(latency),
+                "--stats", "--duration", str(int(dur))]
+    # Our encoder's VBV buffer is bitrate x (1000/fps*2 + 1) ms (2 frames);
+    # FFmpeg gets the same, plus our x264-params (no scene-cut keyframes,
+    # AUDs) and the same 2 sliced threads; its MPEG-TS muxer gets our
+    # muxer settings too (PES length written, a packet flushed at once).
+    bufsize = kbps * (2000 // fps + 1)
+    slaves = "|".join(f"[f=mpegts:onfail=ignore:omit_video_pes_length=0]srt://0.0.0.0:{p}?mode=listener"
+                      f"&passphrase={PASS}&latency={latency * 1000}" for p in ports)
+    return ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "warning",
+            "-f", "rawvideo", "-video_size", f"{w}x{h}", "-pix_fmt", "yuv420p",
+            "-framerate", str(fps), "-i", "pipe:0",
+            "-c:v", "libx264", "-preset", "superfast", "-tune", "zerolatency",
+            "-b:v", f"{kbps}k", "-maxrate", f"{kbps}k", "-bufsize", f"{bufsize}",
+            "-g", "60", "-keyint_min", "60", "-bf", "0", "-threads", "2", "-thread_type", "slice",
+            "-x264-params", "scenecut=0:aud=1", "-flush_packets", "1",
+            "-map", "0:v", "-f", "tee", "-use_fifo", "1",
+            "-fifo_options", "drop_pkts_on_overflow=1:restart_with_keyframe=1:queue_size=60",
+            "-progress", "pipe:1", "-stats_period", "1", slaves]
+
+
+def run_pipeline(ctx, who, w, h, kbps, dur, latency, img, nlight=3, joins=(), ours_native=False,
+                 samples_every=30):
+    """One pipeline: generator -> sender -> 1 decoding barcode receiver +
+    nlight light receivers (+ joiners at the given times, + our native
+    receiver). Returns its figures."""
+    procs = Procs()
+    png, yuv, iw, ih = img
+    tag = f"{who}_{h}p_{latency}ms"
+    nports = 1 if who == "ours" else 1 + nlight + len(joins) + (1 if ours_native else 0)
+    base = ctx.next_port(nports + 1)
+    ports = [base] if who == "ours" else list(range(base, base + nports))
+    port_of = (lambda i: ports[0]) if who == "ours" else (lambda i: ports[i])
+    out = {}
+    logs = {}
+    try:
+        t0 = time.time_ns()
+        m0 = time.monotonic()
+        gen = procs.start([PY, ME, "gen", yuv, str(iw), str(ih), str(w), str(h), "30",
+                           str(dur + (3 if who == "ours" else 0))],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        slog = open(os.path.join(ctx.work, f"{tag}_sender.log"), "w")
+        sout = os.path.join(ctx.work, f"{tag}_sender.out")
+        sender = procs.start(sender_cmd(ctx, who, w, h, kbps, latency, ports, dur),
+                             stdin=gen.stdout, stdout=open(sout, "w"), stderr=slog)
+        gen.stdout.close()
+        time.sleep(0.3)
+        # R1: decoding receiver with barcode
+        rj = os.path.join(ctx.work, f"{tag}_r1.json")
+        samp = os.path.join(ctx.work, f"{tag}_samples.yuv")
+        r1d = procs.start(ffrecv_cmd(srt_url(port_of(0), latency)), stdout=subprocess.PIPE,
+                          stderr=open(os.path.join(ctx.work, f"{tag}_r1.log"), "w"))
+        r1 = procs.start([PY, ME, "recv", rj, str(w), str(h), str(time.time_ns()), "3",
+                          samp, str(samples_every)], stdin=r1d.stdout)
+        r1d.stdout.close()
+        # light receivers
+        light = None
+        if nlight:
+            urls = ([srt_url(ports[0], latency)] if who == "ours"
+                    else [srt_url(port_of(1 + i), latency) for i in range(nlight)])
+            light = procs.start([ctx.srtcount, "--fps", "30"] +
+                                (["--n", str(nlight)] if who == "ours" else []) +
+                                ["--start-ms", "100", str(dur - 1.5)] + urls,
+                                stdout=subprocess.PIPE,
+                                stderr=open(os.path.join(ctx.work, f"{tag}_light.log"), "w"))
+        native = None
+        if ours_native:
+            native = procs.start([ctx.bin, "stream", "--source",
+                                  f"srt://127.0.0.1:{port_of(1 + nlight)}", "--passphrase",
+                                  PASS, "--latency", str(latency), "--duration",
+                                  str(int(dur - 3))], stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL)
+        # CPU window: from 3 s to the end
+        time.sleep(max(0, 3 - (time.monotonic() - m0)))
+        c_a, m_a = cpu_ticks(sender.pid), time.monotonic()
+        joiners = []
+        c_b, m_b = c_a, m_a
+        for k, jt in enumerate(joins):
+            while time.monotonic() - m0 < jt:
+                c_b, m_b = cpu_ticks(sender.pid) or c_b, time.monotonic()
+                time.sleep(0.2)
+            jport = port_of(1 + nlight + (1 if ours_native else 0) + k)
+            jj = os.path.join(ctx.work, f"{tag}_join{k}.json")
+            jd = procs.start(ffrecv_cmd(srt_url(jport, latency)), stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL)
+            jr = procs.start([PY, ME, "recv", jj, str(w), str(h), str(time.time_ns()), "0"],
+                             stdin=jd.stdout)
+            jd.stdout.close()
+            joiners.append((jd, jr, jj, time.monotonic()))
+        end = m0 + dur - 0.7
+        while time.monotonic() < end:
+            c = cpu_ticks(sender.pid)
+            if c is not None:
+                c_b, m_b = c, time.monotonic()
+            for jd, jr, jj, js in joiners:
+                if jd.poll() is None and time.monotonic() - js > 4:
+                    os.killpg(jd.pid, signal.SIGTERM)
+            time.sleep(0.2)
+        out["cpu_cores"] = (c_b - c_a) / HZ / (m_b - m_a) if c_a is not None else None
+        # stop the decoding receivers (their reader writes its JSON on EOF)
+        for p in [r1d] + [j[0] for j in joiners]:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in [r1] + [j[1] for j in joiners]:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        light_res = json.loads(light.communicate(timeout=15)[0]) if light else None
+        if native:
+            nat = native.communicate(timeout=15)[0].decode().strip().splitlines()
+            out["native_receiver"] = json.loads(nat[-1]) if nat else None
+        try:
+            sender.wait(10 if who == "ours" else 5)
+        except subprocess.TimeoutExpired:
+            os.killpg(sender.pid, signal.SIGTERM)
+            sender.wait(5)
+        gerr = gen.stderr.read().decode().strip().splitlines()
+        out["generator"] = json.loads(gerr[-1]) if gerr and gerr[-1].startswith("{") else None
+        out["wall_s"] = round(time.monotonic() - m0, 2)
+        with open(rj) as f:
+            out["r1"] = json.load(f)
+        out["joiners"] = []
+        for jd, jr, jj, js in joiners:
+            try:
+                with open(jj) as f:
+                    out["joiners"].append(json.load(f))
+            except (OSError, ValueError):
+                out["joiners"].append(None)
+        out["light"] = light_res["connections"] if light_res else []
+        with open(sout) as f:
+            lines = f.read().splitlines()
+        out.update(sender_figures(who, lines, dur))
+        slog.close()
+        with open(slog.name) as f:
+            logs["sender_stderr_tail"] = f.read()[-2000:]
+        out["sender_log_tail"] = logs["sender_stderr_tail"][-600:]
+        out["samples_file"] = samp
+        del t0
+    finally:
+        procs.kill_all()
+    return out
+
+
+def sink_totals(stats):
+    """Per-sink drops and packets, the largest value each sink reported in
+    any stats line (receivers that left are gone from the final line)."""
+    d, p = {}, {}
+    for st in stats:
+        for k in st.get("sinks", []):
+            d[k["id"]] = max(d.get(k["id"], 0), k.get("drops", 0))
+            p[k["id"]] = max(p.get(k["id"], 0), k.get("packets", 0))
+    ids = sorted(d)
+    return [d[i] for i in ids], [p[i] for i in ids]
+
+
+def sender_figures(who, lines, dur):
+    r = {}
+    if who == "ours":
+        st = [json.loads(l) for l in lines if l.startswith("{")]
+        per = [s for s in st if not s.get("summary")]
+        summ = next((s for s in st if s.get("summary")), st[-1] if st else {})
+        win = [s["fps"] for s in per[3:]]  # warm-up excluded, as for FFmpeg
+        r["enc_fps"] = statistics.mean(win) if win else None
+        r["enc_fps_min_1s"] = min(win) if win else None
+        r["enc_frames"] = summ.get("frames")
+        r["sender_dropped"] = summ.get("dropped")
+        # frames dropped before the encoder after the 3-s warm-up
+        r["sender_dropped_steady"] = (summ.get("dropped", 0) - per[2].get("dropped", 0)
+                                      if len(per) > 3 else None)
+        r["sink_drops"], r["sink_packets"] = sink_totals(st)
+        r["bitrate_kbps"] = summ.get("bitrate_kbps")
+        r["capture_to_encoded_ms"] = summ.get("latency_ms")
+        return r
+    # FFmpeg -progress: blocks of key=value ending with progress=continue|end
+    blocks, cur = [], {}
+    for l in lines:
+        if "=" in l:
+            k, v = l.split("=", 1)
+            cur[k] = v
+            if k == "progress":
+                cur["_t"] = int(cur.get("out_time_us", "0") or 0)
+                blocks.append(cur)
+                cur = {}
+    fr = [(int(b.get("frame", 0)), b) for b in blocks]
+    if len(fr) > 4:
+        # 1-s progress blocks: rate between consecutive blocks, warm-up excluded
+        rates = [fr[i + 1][0] - fr[i][0] for i in range(3, len(fr) - 2)]
+        r["enc_fps"] = statistics.mean(rates) if rates else None
+        r["enc_fps_min_1s"] = min(rates) if rates else None
+    r["enc_frames"] = fr[-1][0] if fr else None
+    r["sender_dropped"] = int(fr[-1][1].get("drop_frames", 0)) if fr else None
+    r["sender_dropped_steady"] = (r["sender_dropped"] - int(fr[2][1].get("drop_frames", 0))
+                                  if len(fr) > 3 else None)
+    br = fr[-1][1].get("bitrate", "") if fr else ""
+    m = re.match(r"([\d.]+)kbits/s", br.strip())
+    r["bitrate_kbps"] = float(m.group(1)) if m else None
+    return r
+
+
+def quality(ctx, samples, sampled, img, w, h, tag):
+    """PSNR/SSIM of the sampled received frames against the same frames
+    regenerated from the image, barcode band excluded (ffmpeg filters)."""
+    if not sampled or not os.path.exists(samples):
+        return None
+    png, yuv, iw, ih = img
+    planes = load_yuv(yuv, iw, ih)
+    raw, buf = frame_buf(w, h)
+    ref = os.path.join(ctx.work, f"{tag}_ref.yuv")
+    with open(ref, "wb") as f:
+        for n in sampled:
+            make_frame(planes, buf, n, w, h)
+            f.write(raw.data)
+    res = {"frames": len(sampled)}
+    for filt in ("psnr", "ssim"):
+        cmd = ["ffmpeg", "-nostdin", "-hide_banner"]
+        for p in (samples, ref):
+            cmd += ["-f", "rawvideo", "-video_size", f"{w}x{h}", "-pix_fmt", "yuv420p",
+                    "-framerate", "30", "-i", p]
+        cmd += ["-lavfi", f"[0]crop={w}:{h - BAND}:0:{BAND}[a];[1]crop={w}:{h - BAND}:0:{BAND}[b];"
+                f"[a][b]{filt}", "-f", "null", "-"]
+        e = subprocess.run(cmd, capture_output=True, text=True).stderr
+        if filt == "psnr":
+            m = re.search(r"PSNR y:([\d.inf]+) u:([\d.inf]+) v:([\d.inf]+) average:([\d.inf]+)", e)
+            if m:
+                res["psnr_y"], res["psnr_avg"] = float(m.group(1)), float(m.group(4))
+        else:
+            m = re.search(r"SSIM Y:([\d.]+) .*All:([\d.]+)", e)
+            if m:
+                res["ssim_y"], res["ssim_all"] = float(m.group(1)), float(m.group(2))
+    os.unlink(ref)
+    os.unlink(samples)
+    return res
+
+
+def summarize(r, fps=30):
+    """Drop figures of a pipeline run."""
+    light = r.get("light") or []
+    rec = []
+    for c in light:
+        exp = c.get("frames_expected") or 0
+        rec.append({"frames": c["frames"], "expected": exp,
+                    "missing": max(0, exp - c["frames"]), "cc_errors": c["cc_errors"],
+                    "kbps": c["bytes"] * 8 / 1000 / c["seconds"] if c["seconds"] else 0})
+    r1 = r["r1"]
+    if r1.get("n_first") is not None:
+        exp = r1["n_last"] - r1["n_first"] + 1
+        rec.insert(0, {"frames": r1["frames"] - r1["bad_barcode"], "expected": exp,
+                       "missing": r1["missing"], "cc_errors": None, "kbps": None})
+    worst = max((x["missing"] / x["expected"] for x in rec if x["expected"]), default=None)
+    r["receivers"] = rec
+    r["receivers_connected"] = sum(1 for x in rec if x["frames"])
+    r["receiver_drop_pct_max"] = None if worst is None else 100 * worst
+    if r.get("sink_drops") is not None:
+        sd = [d / (d + p) for d, p in zip(r["sink_drops"], r["sink_packets"]) if d + p]
+        r["sink_drop_pct_max"] = 100 * max(sd) if sd else 0.0
+    if r.get("enc_frames"):
+        r["sender_drop_pct"] = 100 * (r.get("sender_dropped") or 0) / r["enc_frames"]
+        if r.get("sender_dropped_steady") is not None:
+            r["sender_drop_pct_steady"] = 100 * r["sender_dropped_steady"] / r["enc_frames"]
+    js = [j for j in r.get("joiners", []) if j]
+    r["join_first_frame_ms"] = [j["first_frame_ms"] for j in js]
+    r["join_first_live_ms"] = [j["first_live_ms"] for j in js]
+    lk = [x["kbps"] for x in rec if x.get("kbps")]
+    r["received_kbps"] = statistics.median(lk) if lk else None
+    return r
+
+
+def phase_a(ctx, img, w, h, kbps, dur, latency=20):
+    joins = [t for t in (10.3, 20.9, 31.5) if t + 5 < dur] or ([dur / 2] if dur >= 8 else [])
+    res = {}
+    for who in ("ours", "ffmpeg"):
+        print(f"# {who} {w}x{h} {kbps} kbit/s, {dur} s, SRT latency {latency} ms ...",
+              file=sys.stderr, flush=True)
+        r = run_pipeline(ctx, who, w, h, kbps, dur, latency, img, nlight=3, joins=joins)
+        r["quality"] = quality(ctx, r.pop("samples_file"), r["r1"].get("sampled"), img, w, h,
+                               f"{who}_{h}p")
+        r["r1"].pop("sampled", None)
+        res[who] = summarize(r)
+    return res
+
+
+def phase_lat(ctx, img, w, h, kbps, dur, latency):
+    res = {}
+    for who in ("ours", "ffmpeg"):
+        print(f"# latency {who} {w}x{h}, {dur} s, SRT latency {latency} ms ...",
+              file=sys.stderr, flush=True)
+        r = run_pipeline(ctx, who, w, h, kbps, dur, latency, img, nlight=0, joins=(),
+                         ours_native=True, samples_every=0)
+        res[who] = {"barcode_latency_ms": r["r1"]["latency_ms"],
+                    "native_receiver": r.get("native_receiver"), "cpu_cores": r["cpu_cores"],
+                    "generator": r.get("generator"),
+                    "enc_fps": r.get("enc_fps")}
+    return res
+
+
+def fanout(ctx, img, steps, dur):
+    """Ours only: one sender (pan:IMAGE source, 1080p30 4 Mbit/s) and N light
+    receivers in one srtcount process."""
+    png = img[0]
+    res = []
+    for n in steps:
+        procs = Procs()
+        port = ctx.next_port()
+        try:
+            print(f"# fan-out N={n}, {dur} s ...", file=sys.stderr, flush=True)
+            m0 = time.monotonic()
+            sout = os.path.join(ctx.work, f"fanout_{n}_sender.out")
+            sender = procs.start([ctx.bin, "stream", "--source", f"pan:{png}", "--size",
+                                  "1920x1080", "--fps", "30", "--bitrate", "4M", "--preset",
+                                  "superfast", "--keyint", "60", "--out", f"srt://:{port}",
+                                  "--passphrase", PASS, "--latency", "20", "--stats",
+                                  "--receivers", "1000", "--duration", str(dur + 4)],
+                                 stdout=open(sout, "w"),
+                                 stderr=open(sout.replace(".out", ".log"), "w"))
+            time.sleep(1.0)
+            light = procs.start([ctx.srtcount, "--fps", "30", "--n", str(n), "--start-ms", "20",
+                                 str(dur), srt_url(port, 20)], stdout=subprocess.PIPE,
+                                stderr=open(sout.replace(".out", "_recv.log"), "w"))
+            c_a, m_a = cpu_ticks(sender.pid), time.monotonic()
+            lo = light.communicate(timeout=dur + 60)[0]
+            c_b, m_b = cpu_ticks(sender.pid), time.monotonic()
+            conns = json.loads(lo)["connections"]
+            sender.wait(dur + 30)
+            with open(sout) as f:
+                st = [json.loads(l) for l in f if l.startswith("{")]
+            summ = next((s for s in st if s.get("summary")), st[-1] if st else {})
+            per = [s for s in st if not s.get("summary")]
+            full = [s for s in per if s.get("receivers", 0) >= n]
+            sdrops, spk = sink_totals(st)
+            sd = [d / (d + p) for d, p in zip(sdrops, spk) if d + p]
+            rd = [max(0, c["frames_expected"] - c["frames"]) / c["frames_expected"]
+                  for c in conns if c["frames_expected"]]
+            connected = sum(1 for c in conns if c["frames"])
+            r = {"n": n, "connected": connected,
+                 "all_connected_after_s": None,
+                 "sink_drop_pct_max": 100 * max(sd) if sd else None,
+                 "sink_drops_total": sum(sdrops), "sinks_seen": len(sdrops),
+                 "receiver_missing_pct_max": 100 * max(rd) if rd else None,
+                 "cc_errors_total": sum(c["cc_errors"] for c in conns),
+                 "enc_fps_min_1s": min((s["fps"] for s in full[1:]), default=None),
+                 "sender_dropped": summ.get("dropped"),
+                 "sender_cpu_cores": (c_b - c_a) / HZ / (m_b - m_a)
+                 if c_a is not None and c_b is not None else None,
+                 "receiver_kbps_median": statistics.median(
+                     [c["bytes"] * 8 / 1000 / c["seconds"] for c in conns if c["seconds"]] or [0]),
+                 "wall_s": round(time.monotonic() - m0, 1)}
+            fc = [c["first_byte_ms"] for c in conns if c["first_byte_ms"] >= 0]
+            r["all_connected_after_s"] = max(fc) / 1000 if len(fc) == n else None
+            r["ok"] = (connected == n and r["sink_drop_pct_max"] is not None
+                       and r["sink_drop_pct_max"] < 1 and r["receiver_missing_pct_max"] < 1
+                       and (r["sender_dropped"] or 0) < 0.01 * 30 * dur)
+            res.append(r)
+            print(f"  N={n}: connected {connected}, sink drops max "
+                  f"{r['sink_drop_pct_max']}%, receivers missing max "
+                  f"{r['receiver_missing_pct_max']}%, cc {r['cc_errors_total']}, sender "
+                  f"dropped {r['sender_dropped']}, cpu {r['sender_cpu_cores']}",
+                  file=sys.stderr, flush=True)
+        finally:
+            procs.kill_all()
+        if not r["ok"]:
+            break
+    return res
+
+
+def fmt(v, d=1):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{d}f}"
+    return str(v)
+
+
+def ratio(a, b):
+    try:
+        return a / b if a is not None and b else None
+    except TypeError:
+        return None
+
+
+def main():
+    dur = int(sys.argv[1]) if len(sys.argv) > 1 else 60
+    lat = int(sys.argv[2]) if len(sys.argv) > 2 else 8
+    phases = os.environ.get("CS_PHASES", "a1080,a720,lat1080,lat720,fanout").split(",")
+    steps = [int(x) for x in os.environ.get("CS_FANOUT", "10,20,30,50,64,80,100").split(",")]
+    fdur = int(os.environ.get("CS_FANOUT_S", "20"))
+    ctx = Ctx()
+    img = make_image(ctx)
+    out = {"bench": "video", "duration_s": dur, "latency_phase_srt_ms": lat,
+           "load_before": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    cfg = {"a1080": (1920, 1080, 4000), "a720": (1280, 720, 2000)}
+    for ph in phases:
+        if ph in cfg:
+            w, h, kbps = cfg[ph]
+            out[ph] = phase_a(ctx, img, w, h, kbps, dur)
+        elif ph.startswith("lat"):
+            w, h, kbps = cfg["a" + ph[3:]]
+            out[ph] = phase_lat(ctx, img, w, h, kbps, max(10, min(dur, 20)), lat)
+        elif ph == "fanout":
+            fo = fanout(ctx, img, steps, fdur)
+            out["fanout"] = {"steps": fo,
+                             "max_receivers_ok": max((r["n"] for r in fo if r["ok"]),
+                                                     default=0)}
+    out["load_after"] = os.getloadavg()
+    report(out)
+
+
+def report(out):
+    rows = []
+    ratios = {}
+    for ph in ("a1080", "a720"):
+        if ph not in out:
+            continue
+        o, f = out[ph]["ours"], out[ph]["ffmpeg"]
+        q0, q1 = o.get("quality") or {}, f.get("quality") or {}
+        figs = [
+            ("encoder fps (mean of 1 s)", o.get("enc_fps"), f.get("enc_fps"), 2),
+            ("encoder fps, worst 1 s", o.get("enc_fps_min_1s"), f.get("enc_fps_min_1s"), 1),
+            ("sender drops % (whole run)", o.get("sender_drop_pct"), f.get("sender_drop_pct"), 2),
+            ("sender drops % (after 3 s)", o.get("sender_drop_pct_steady"),
+             f.get("sender_drop_pct_steady"), 2),
+            ("per-sink drops % (max)", o.get("sink_drop_pct_max"), None, 2),
+            ("receiver missing frames % (max of 4)", o.get("receiver_drop_pct_max"),
+             f.get("receiver_drop_pct_max"), 2),
+            ("sender CPU, cores", o.get("cpu_cores"), f.get("cpu_cores"), 2),
+            ("received kbit/s (TS)", o.get("received_kbps"), f.get("received_kbps"), 0),
+            ("PSNR Y dB", q0.get("psnr_y"), q1.get("psnr_y"), 2),
+            ("PSNR avg dB", q0.get("psnr_avg"), q1.get("psnr_avg"), 2),
+            ("SSIM Y", q0.get("ssim_y"), q1.get("ssim_y"), 4),
+            ("SSIM all", q0.get("ssim_all"), q1.get("ssim_all"), 4),
+            ("latency p50 ms (barcode, SRT 20)", o["r1"]["latency_ms"]["p50"],
+             f["r1"]["latency_ms"]["p50"], 1),
+            ("latency p95 ms (barcode, SRT 20)", o["r1"]["latency_ms"]["p95"],
+             f["r1"]["latency_ms"]["p95"], 1),
+            ("join: first frame ms (median)", med(o["join_first_frame_ms"]),
+             med(f["join_first_frame_ms"]), 0),
+            ("join: first live frame ms (median)", med(o["join_first_live_ms"]),
+             med(f["join_first_live_ms"]), 0),
+            ("join: first live frame ms (max)", mx(o["join_first_live_ms"]),
+             mx(f["join_first_live_ms"]), 0),
+        ]
+        for name, a, b, d in figs:
+            rr = ratio(a, b)
+            ratios[f"{ph}: {name}"] = rr
+            rows.append((ph, name, fmt(a, d), fmt(b, d), fmt(rr, 3)))
+    for ph in ("lat1080", "lat720"):
+        if ph not in out:
+            continue
+        o, f = out[ph]["ours"], out[ph]["ffmpeg"]
+        for k in ("p50", "p95"):
+            a, b = o["barcode_latency_ms"][k], f["barcode_latency_ms"][k]
+            ratios[f"{ph}: latency {k}"] = ratio(a, b)
+            rows.append((ph, f"latency {k} ms (barcode, SRT {out['latency_phase_srt_ms']})",
+                         fmt(a), fmt(b), fmt(ratio(a, b), 3)))
+        nr = o.get("native_receiver") or {}
+        rows.append((ph, "ours: latency p50/p95 ms (SEI, our receiver)",
+                     f"{fmt((nr.get('latency_ms') or {}).get('p50'))}/"
+                     f"{fmt((nr.get('latency_ms') or {}).get('p95'))}", "", ""))
+        rows.append((ph, "our receiver joining: first_frame_ms",
+                     fmt(nr.get("first_frame_ms")),
+                     fmt((f.get("native_receiver") or {}).get("first_frame_ms")), ""))
+    if "fanout" in out:
+        rows.append(("fanout", "max 4 Mbit/s receivers, < 1 % drops",
+                     str(out["fanout"]["max_receivers_ok"]), "", ""))
+    w = [max(len(r[i]) for r in rows) for i in range(5)] if rows else [0] * 5
+    print(f"{'phase':{w[0]}}  {'figure':{w[1]}}  {'ours':>{w[2]}}  {'ffmpeg':>{w[3]}}  ratio")
+    for r in rows:
+        print(f"{r[0]:{w[0]}}  {r[1]:{w[1]}}  {r[2]:>{w[2]}}  {r[3]:>{w[3]}}  {r[4]}")
+    out["ratios_ours_over_ffmpeg"] = ratios
+    print(json.dumps(out, default=lambda x: None))
+
+
+def med(v):
+    v = [x for x in v if x is not None]
+    return statistics.median(v) if v else None
+
+
+def mx(v):
+    v = [x for x in v if x is not None]
+    return max(v) if v else None
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "gen":
+        gen_main(sys.argv[2:])
+    elif len(sys.argv) > 1 and sys.argv[1] == "recv":
+        recv_main(sys.argv[2:])
+    else:
+        main()
