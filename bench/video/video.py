@@ -282,14 +282,17 @@ def srt_url(port, latency_ms):
     return f"srt://127.0.0.1:{port}?passphrase={PASS}&latency={latency_ms * 1000}"
 
 
-def ffrecv_cmd(url):
+def ffrecv_cmd(url, join=False):
     # Same decoding receiver for both pipelines, with the demuxer and decoder
     # settings of our own receiver (codecs/video/video.c open_input): MPEG-TS
     # without the parser (a frame is handed over when its PES is complete),
     # small probe, low-delay decoder without frame threads; the raw output
     # flushed per frame.
+    # A joiner keeps its probed packets (no "nobuffer"): the ffmpeg CLI always
+    # probes, and with nobuffer it would throw away the keyframe it joined on
+    # and wait for the next one (our own receiver skips probing instead).
     return ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error",
-            "-fflags", "nobuffer+noparse+nofillin", "-flags", "low_delay", "-threads", "1",
+            "-fflags", "noparse+nofillin" if join else "nobuffer+noparse+nofillin", "-flags", "low_delay", "-threads", "1",
             "-f", "mpegts", "-probesize", "32768", "-analyzeduration", "100000",
             "-i", url, "-map", "0:v", "-fps_mode", "passthrough", "-f", "rawvideo",
             "-pix_fmt", "yuv420p",
@@ -415,7 +418,7 @@ def run_pipeline(ctx, who, w, h, kbps, dur, latency, img, nlight=3, joins=(), ou
                 time.sleep(0.2)
             jport = port_of(1 + nlight + (1 if ours_native else 0) + k)
             jj = os.path.join(ctx.work, f"{tag}_join{k}.json")
-            jd = procs.start(ffrecv_cmd(srt_url(jport, latency)), stdout=subprocess.PIPE,
+            jd = procs.start(ffrecv_cmd(srt_url(jport, latency), join=True), stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL)
             jr = procs.start([PY, ME, "recv", jj, str(w), str(h), str(time.time_ns()), "0"],
                              stdin=jd.stdout)
@@ -681,9 +684,12 @@ def fanout(ctx, img, steps, dur):
                  "wall_s": round(time.monotonic() - m0, 1)}
             fc = [c["first_byte_ms"] for c in conns if c["first_byte_ms"] >= 0]
             r["all_connected_after_s"] = max(fc) / 1000 if len(fc) == n else None
+            # frames the encoder skipped (late at the capture mailbox) once
+            # every receiver was connected
+            r["sender_dropped_all_connected"] = (full[-1].get("dropped", 0) -
+                                                 full[0].get("dropped", 0)) if full else None
             r["ok"] = (connected == n and r["sink_drop_pct_max"] is not None
-                       and r["sink_drop_pct_max"] < 1 and r["receiver_missing_pct_max"] < 1
-                       and (r["sender_dropped"] or 0) < 0.01 * 30 * dur)
+                       and r["sink_drop_pct_max"] < 1 and r["receiver_missing_pct_max"] < 1)
             res.append(r)
             print(f"  N={n}: connected {connected}, sink drops max "
                   f"{r['sink_drop_pct_max']}%, receivers missing max "
@@ -716,7 +722,7 @@ def main():
     dur = int(sys.argv[1]) if len(sys.argv) > 1 else 60
     lat = int(sys.argv[2]) if len(sys.argv) > 2 else 8
     phases = os.environ.get("CS_PHASES", "a1080,a720,lat1080,lat720,fanout").split(",")
-    steps = [int(x) for x in os.environ.get("CS_FANOUT", "10,20,30,50,64,80,100").split(",")]
+    steps = [int(x) for x in os.environ.get("CS_FANOUT", "10,20,30,40,50,64,80").split(",")]
     fdur = int(os.environ.get("CS_FANOUT_S", "20"))
     ctx = Ctx()
     img = make_image(ctx)
