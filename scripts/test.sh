@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build everything and run every test: installs missing Debian packages,
 # builds the dev preset (-Werror), runs ctest, then builds the asan preset
-# (ASan + UBSan) and runs the suite again under the sanitizers.
+# (ASan + UBSan) and runs the suite again under the sanitizers, then the
+# media threads' test under ThreadSanitizer (tsan preset).
 # usage: scripts/test.sh [--quick]   (--quick: dev preset only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,5 +37,10 @@ if [ "$quick" = 0 ]; then
     export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0"
     export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
     ctest --preset asan || { status=1; digest build/asan; }
+    # ThreadSanitizer on the media threads (only unit.media is built)
+    cmake --preset tsan >/dev/null
+    cmake --build --preset tsan -j"$jobs"
+    TSAN_OPTIONS="suppressions=$PWD/tests/tsan.supp:halt_on_error=0" \
+        ctest --preset tsan || { status=1; digest build/tsan; }
 fi
 exit $status

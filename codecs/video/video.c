@@ -79,12 +79,21 @@ void cs_video_url_redact(const char *url, char *out, size_t n)
 typedef struct {
     atomic_int stop;
     _Atomic int64_t deadline_ns; /* monotonic; 0: none */
+    int (*user)(void *);         /* the caller's own interrupt, or NULL */
+    void *user_data;
 } intr;
+
+static int intr_stopped(intr *i)
+{
+    if (!atomic_load(&i->stop) && i->user && i->user(i->user_data))
+        atomic_store(&i->stop, 1);
+    return atomic_load(&i->stop);
+}
 
 static int intr_cb(void *opaque)
 {
     intr *i = opaque;
-    if (atomic_load(&i->stop))
+    if (intr_stopped(i))
         return 1;
     int64_t d = atomic_load(&i->deadline_ns);
     return d && cs_clock_ns() > d;
@@ -335,7 +344,7 @@ static int pan_read(cs_video_source *s, cs_vframe **out)
         s->pan_t0_ns = now;
     int64_t due = s->pan_t0_ns + s->pan_n * 1000000000 / s->o.fps;
     while (due > (now = cs_clock_ns())) {
-        if (atomic_load(&s->in.stop))
+        if (intr_stopped(&s->in))
             return cs_error_set(CS_ECLOSED, "interrupted");
         int64_t d = due - now;
         struct timespec ts = {0, d > 20000000 ? 20000000 : d};
@@ -441,14 +450,14 @@ static int open_input(cs_video_source *s, const char *url)
         s->fmt->interrupt_callback.opaque = &s->in;
         e = avformat_open_input(&s->fmt, u, ifmt, &o2);
         av_dict_free(&o2);
-        if (e >= 0 || !srt_caller || atomic_load(&s->in.stop) || cs_clock_ns() + 200000000 > end)
+        if (e >= 0 || !srt_caller || intr_stopped(&s->in) || cs_clock_ns() + 200000000 > end)
             break;
         struct timespec pause = {0, 150000000};
         nanosleep(&pause, NULL);
     }
     av_dict_free(&opt);
     if (e < 0) {
-        if (atomic_load(&s->in.stop))
+        if (intr_stopped(&s->in))
             return cs_error_set(CS_ECLOSED, "%s: interrupted", shown);
         if (srt_caller)
             return cs_error_set(CS_EIO,
@@ -514,6 +523,8 @@ int cs_video_source_open(cs_video_source **out, const char *url, const cs_video_
         return cs_error_set(CS_ENOMEM, "out of memory");
     cs_video_source_opts def = CS_VIDEO_SOURCE_OPTS_INIT;
     s->o = o ? *o : def;
+    s->in.user = s->o.interrupt;
+    s->in.user_data = s->o.interrupt_userdata;
     if (!s->o.fps)
         s->o.fps = 30;
     if (!s->o.timeout_ms)
@@ -611,7 +622,7 @@ static void pace(cs_video_source *s, int64_t pts_us)
         return;
     }
     int64_t due = s->pace_t0_ns + (pts_us - s->pace_pts0_us) * 1000;
-    while (due > (now = cs_clock_ns()) && !atomic_load(&s->in.stop)) {
+    while (due > (now = cs_clock_ns()) && !intr_stopped(&s->in)) {
         int64_t d = due - now;
         struct timespec ts = {0, d > 20000000 ? 20000000 : d};
         nanosleep(&ts, NULL);
@@ -621,7 +632,7 @@ static void pace(cs_video_source *s, int64_t pts_us)
 int cs_video_source_read(cs_video_source *s, cs_vframe **out)
 {
     *out = NULL;
-    if (atomic_load(&s->in.stop))
+    if (intr_stopped(&s->in))
         return cs_error_set(CS_ECLOSED, "interrupted");
     if (s->pan)
         return pan_read(s, out);
@@ -654,7 +665,7 @@ int cs_video_source_read(cs_video_source *s, cs_vframe **out)
             continue;
         }
         if (e < 0) {
-            if (atomic_load(&s->in.stop))
+            if (intr_stopped(&s->in))
                 return cs_error_set(CS_ECLOSED, "interrupted");
             if (e == AVERROR_EXIT || intr_cb(&s->in))
                 return cs_error_set(CS_ETIMEDOUT, "no data for %d ms", s->o.timeout_ms);
@@ -979,6 +990,8 @@ int cs_video_out_open(cs_video_out **out, const char *url, const cs_video_enc *e
         return cs_error_set(CS_ENOMEM, "out of memory");
     cs_video_url_redact(url, v->url, sizeof(v->url));
     v->timeout_ms = o->timeout_ms;
+    v->in.user = o->interrupt;
+    v->in.user_data = o->interrupt_userdata;
     v->pts0_us = AV_NOPTS_VALUE;
     const char *fmt = o->format;
     size_t ul = strlen(url);
@@ -1019,7 +1032,7 @@ int cs_video_out_open(cs_video_out **out, const char *url, const cs_video_enc *e
         e = avio_open2(&v->oc->pb, url, AVIO_FLAG_WRITE, &v->oc->interrupt_callback, &opt);
         intr_arm(&v->in, 0);
         if (e < 0) {
-            if (atomic_load(&v->in.stop))
+            if (intr_stopped(&v->in))
                 rc = cs_error_set(CS_ECLOSED, "%s: interrupted", v->url);
             else if (e == AVERROR_EXIT || e == AVERROR(ETIMEDOUT))
                 rc = cs_error_set(CS_ETIMEDOUT, "%s: nobody connected in %d ms", v->url,
@@ -1109,7 +1122,7 @@ int cs_video_out_close(cs_video_out *v)
         return 0;
     int rc = 0;
     if (v->oc) {
-        if (v->header && !atomic_load(&v->in.stop)) {
+        if (v->header && !intr_stopped(&v->in)) {
             intr_arm(&v->in, 2000);
             if (av_write_trailer(v->oc) < 0)
                 rc = cs_error_set(CS_EIO, "%s: cannot finish the stream", v->url);

@@ -86,6 +86,12 @@ static void nap(cs_media *m, int ms)
     }
 }
 
+/* The interrupt the media threads give every blocking libav call. */
+static int stopped(void *ud)
+{
+    return atomic_load(&((cs_media *)ud)->stop);
+}
+
 void cs_media_request_idr(cs_media *m)
 {
     atomic_store(&m->idr_req, 1);
@@ -126,6 +132,8 @@ static int sink_open_output(sink *s)
 {
     cs_video_out_opts oo = CS_VIDEO_OUT_OPTS_INIT;
     oo.timeout_ms = 3000;
+    oo.interrupt = stopped;
+    oo.interrupt_userdata = s->m;
     int rc = cs_video_out_open(&s->out, s->url, s->m->enc, &oo);
     if (!rc) {
         atomic_store(&s->need_key, 1);
@@ -164,7 +172,9 @@ static void sink_thread(void *arg)
         cs_vpacket_unref(p);
         if (!rc)
             continue;
+        pthread_mutex_lock(&m->mu); /* the stats read it */
         snprintf(s->error, sizeof(s->error), "%s", cs_error_last());
+        pthread_mutex_unlock(&m->mu);
         if (s->kind == SINK_RECEIVER) {
             cs_log(m->log, CS_LOG_INFO, "receiver %lld left (%s)", (long long)s->id, s->error);
             break;
@@ -283,9 +293,12 @@ static void listen_thread(void *arg)
             nap(m, 100);
             continue;
         }
+        /* listen until a caller comes: no timeout, so no moment when a
+         * joining caller finds nobody listening (stop interrupts it) */
         cs_video_out *out;
         cs_video_out_opts oo = CS_VIDEO_OUT_OPTS_INIT;
-        oo.timeout_ms = 500;
+        oo.interrupt = stopped;
+        oo.interrupt_userdata = m;
         int rc = cs_video_out_open(&out, url, m->enc, &oo);
         if (rc == CS_ETIMEDOUT || rc == CS_ECLOSED)
             continue;
@@ -320,6 +333,8 @@ static void capture_thread(void *arg)
         so.width = m->w;
         so.height = m->h;
         so.fps = m->fps;
+        so.interrupt = stopped;
+        so.interrupt_userdata = m;
         int rc = cs_video_source_open(&src, m->o.source, &so);
         if (rc) {
             if (atomic_load(&m->stop))

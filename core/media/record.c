@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +27,8 @@ struct cs_record {
     char dir[900];
     cs_video_out *out; /* the open segment, or NULL */
     char part[1200], final[1100], name[128];
-    int64_t seq, segments, frames;
+    int64_t seq, frames;
+    _Atomic int64_t segments; /* read by the pipeline's stats thread */
     int64_t start_ns, last_ns, start_pts_us;
     int want_key;
     char prev[65];
@@ -268,7 +270,7 @@ static int finish_segment(cs_record *r)
     json_decref(e);
     if (!rc) {
         r->seq++;
-        r->segments++;
+        atomic_fetch_add(&r->segments, 1);
     }
     return rc;
 }
@@ -331,7 +333,7 @@ int cs_record_wants_key(const cs_record *r)
 
 int64_t cs_record_segments(const cs_record *r)
 {
-    return r->segments;
+    return atomic_load(&r->segments);
 }
 
 int cs_record_close(cs_record *r)

@@ -78,11 +78,15 @@ typedef struct cs_video_source_opts {
     const char *options; /**< demuxer/protocol options "key=value:key=value"; may be NULL */
     int timeout_ms;      /**< open, and no frame for this long: CS_ETIMEDOUT; 0: 3000 */
     int realtime;        /**< 1: a file is read at its own pace, not as fast as it decodes */
+    /** Polled while blocked (open included): non-zero makes the call return
+     *  CS_ECLOSED. May be NULL. */
+    int (*interrupt)(void *userdata);
+    void *interrupt_userdata;
 } cs_video_source_opts;
 
 #define CS_VIDEO_SOURCE_OPTS_INIT                                                                  \
     {                                                                                              \
-        sizeof(cs_video_source_opts), 0, 0, 0, NULL, NULL, 0, 1                                    \
+        sizeof(cs_video_source_opts), 0, 0, 0, NULL, NULL, 0, 1, NULL, NULL                        \
     }
 
 /** Open a source. @p url is one of:
@@ -153,11 +157,15 @@ typedef struct cs_video_out_opts {
     const char *format;  /**< "mpegts", "mp4" (fragmented), ...; NULL: from the URL */
     const char *options; /**< protocol/muxer options "key=value:key=value" */
     int timeout_ms;      /**< open (an SRT listener waits this long for a caller); 0: forever */
+    /** Polled while blocked (open included): non-zero makes the call return
+     *  CS_ECLOSED. May be NULL. */
+    int (*interrupt)(void *userdata);
+    void *interrupt_userdata;
 } cs_video_out_opts;
 
 #define CS_VIDEO_OUT_OPTS_INIT                                                                     \
     {                                                                                              \
-        sizeof(cs_video_out_opts), NULL, NULL, 0                                                   \
+        sizeof(cs_video_out_opts), NULL, NULL, 0, NULL, NULL                                       \
     }
 
 /** Open an output for @p enc's stream: "srt://HOST:PORT?..." (MPEG-TS; an
