@@ -91,6 +91,19 @@ static void usage(FILE *f)
 
 /* ---- option parsing (no atoi: strtol/strtod with full checks) ---- */
 
+int vw_arg_split(const char **a, const char **v, char *name, size_t cap)
+{
+    const char *s = *a;
+    const char *eq = s[0] == '-' && s[1] == '-' ? strchr(s, '=') : NULL;
+    if (!eq || (size_t)(eq - s) >= cap)
+        return 1;
+    memcpy(name, s, (size_t)(eq - s));
+    name[eq - s] = '\0';
+    *a = name;
+    *v = eq + 1;
+    return 0;
+}
+
 int vw_parse_int(const char *s, int lo, int hi, int *out)
 {
     char *end;
@@ -150,17 +163,8 @@ static int parse_args(vw_options *o, int argc, char **argv, int video)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int takes = 1;
-        /* --name=value is --name value */
         char name[40];
-        const char *eq = a[0] == '-' && a[1] == '-' ? strchr(a, '=') : NULL;
-        if (eq && (size_t)(eq - a) < sizeof(name)) {
-            memcpy(name, a, (size_t)(eq - a));
-            name[eq - a] = '\0';
-            a = name;
-            v = eq + 1;
-            takes = 0;
-        }
+        int takes = vw_arg_split(&a, &v, name, sizeof(name));
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             exit(0);

@@ -64,6 +64,11 @@ typedef struct {
     atomic_int wake_pending;
 } vw_app;
 
+/** "--name=value" is "--name value": when argv[i] (@p *a) has an '=', the
+ *  name goes to @p name and *a points at it, *v at the value; the option then
+ *  takes no further argument. @return the number of arguments the option's
+ *  value takes after it: 0 when split, else 1. */
+int vw_arg_split(const char **a, const char **v, char *name, size_t cap);
 /** An integer option value in [@p lo, @p hi] (strtol, whole string).
  *  @return 0 or -1. */
 int vw_parse_int(const char *s, int lo, int hi, int *out);

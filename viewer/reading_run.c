@@ -104,16 +104,8 @@ static int parse_args(vw_ropts *o, int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int takes = 1;
         char name[40];
-        const char *eq = a[0] == '-' && a[1] == '-' ? strchr(a, '=') : NULL;
-        if (eq && (size_t)(eq - a) < sizeof(name)) {
-            memcpy(name, a, (size_t)(eq - a));
-            name[eq - a] = '\0';
-            a = name;
-            v = eq + 1;
-            takes = 0;
-        }
+        int takes = vw_arg_split(&a, &v, name, sizeof(name));
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             exit(0);

@@ -136,15 +136,7 @@ int vw_video_args(vw_video_opts *o, int argc, char **argv)
         const char *a = argv[i];
         char name[32];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int takes = 1;
-        const char *eq = a[0] == '-' && a[1] == '-' ? strchr(a, '=') : NULL;
-        if (eq && (size_t)(eq - a) < sizeof(name)) {
-            memcpy(name, a, (size_t)(eq - a));
-            name[eq - a] = '\0';
-            a = name;
-            v = eq + 1;
-            takes = 0;
-        }
+        int takes = vw_arg_split(&a, &v, name, sizeof(name));
         int bad = 0;
         if (strcmp(a, "--video") == 0 || strcmp(a, "--passphrase") == 0 ||
             strcmp(a, "--latency") == 0 || strcmp(a, "--video-wait") == 0 ||
