@@ -243,8 +243,8 @@ int main(int argc, char **argv)
                c->t_first_ns ? (double)(c->t_first_ns - t0_ns) / 1e6 : -1.0,
                c->t_first_ns ? (double)(c->t_last_ns - c->t_first_ns) / 1e9 : 0.0,
                (long long)c->bytes, (long long)c->packets, (long long)c->cc_errors,
-               (long long)c->cc_lost, (long long)c->resyncs, (long long)c->aus,
-               (long long)expected, eb);
+               (long long)c->cc_lost, (long long)c->resyncs, (long long)c->aus, (long long)expected,
+               eb);
     }
     printf("]}\n");
     free(cs);
