@@ -82,13 +82,6 @@ struct vw_video {
     vw_video_stats snap; /* shared state as of the last update */
 };
 
-static int64_t wall_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static int64_t mono_ns(void)
 {
     struct timespec ts;
@@ -286,7 +279,7 @@ static int play(vw_video *v, cs_video_source *s, int *backoff)
         }
         cs_vframe *f;
         int rc = cs_video_source_read(s, &f);
-        int64_t now = wall_ns();
+        int64_t now = cs_clock_wall_ns();
         if (rc == CS_EFORMAT) {
             pthread_mutex_lock(&v->mu);
             v->errors_cur = cs_video_source_errors(s);
@@ -576,7 +569,7 @@ void vw_video_presented(vw_video *v)
         v->first_ms = (double)(cs_clock_ns() - v->t_open) / 1e6;
     if (v->shown_stamped && v->snap.dur_us <= 0) {
         v->lat_t[v->lat_i] = cs_clock_ns();
-        v->lat_v[v->lat_i] = wall_ns() - v->shown_capture_ns;
+        v->lat_v[v->lat_i] = cs_clock_wall_ns() - v->shown_capture_ns;
         v->lat_i = (v->lat_i + 1) % LAT_RING;
         if (v->lat_n < LAT_RING)
             v->lat_n++;

@@ -38,13 +38,6 @@ static void init_once(void)
 static const uint8_t sei_uuid[16] = {0xc5, 0xa1, 0xc0, 0xde, 0x7e, 0x1e, 0x4a, 0x7e,
                                      0x8a, 0x11, 0xca, 0x97, 0xe5, 0xe1, 0xf1, 0xa6};
 
-static int64_t wall_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static const char *averr(int e, char *buf, size_t n)
 {
     av_strerror(e, buf, n);
@@ -365,7 +358,7 @@ static int pan_read(cs_video_source *s, cs_vframe **out)
     cs_vframe *f = vframe_wrap(av);
     if (!f)
         return cs_error_set(CS_ENOMEM, "out of memory");
-    f->capture_ns = wall_ns();
+    f->capture_ns = cs_clock_wall_ns();
     f->pts_us = s->pan_n * 1000000 / s->o.fps;
     s->pan_n++;
     *out = f;
@@ -605,7 +598,7 @@ static int convert(cs_video_source *s, AVFrame *in, cs_vframe **out)
     if (!f)
         return cs_error_set(CS_ENOMEM, "out of memory");
     int64_t c = sei_capture_ns(in);
-    f->capture_ns = c ? c : wall_ns();
+    f->capture_ns = c ? c : cs_clock_wall_ns();
     f->pts_us = stream_us(s->fmt->streams[s->stream], in->best_effort_timestamp);
     *out = f;
     return 0;
@@ -646,7 +639,7 @@ int cs_video_source_read(cs_video_source *s, cs_vframe **out)
                 return rc;
             pace(s, (*out)->pts_us);
             if (!sei_capture_ns((*out)->av))
-                (*out)->capture_ns = wall_ns(); /* taken now, after pacing */
+                (*out)->capture_ns = cs_clock_wall_ns(); /* taken now, after pacing */
             return 0;
         }
         if (e == AVERROR_EOF)
@@ -874,7 +867,7 @@ int cs_video_enc_send(cs_video_enc *e, cs_vframe *f, int force_idr)
         av_frame_remove_side_data(av, AV_FRAME_DATA_SEI_UNREGISTERED);
         av->pts = e->n++;
         av->pict_type = force_idr ? AV_PICTURE_TYPE_I : AV_PICTURE_TYPE_NONE;
-        int64_t cap = f->capture_ns ? f->capture_ns : wall_ns();
+        int64_t cap = f->capture_ns ? f->capture_ns : cs_clock_wall_ns();
         e->capture[av->pts % CAPTURE_RING] = cap;
         if (e->o.stamp) {
             AVFrameSideData *sd =

@@ -142,13 +142,6 @@ static int cmp64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static int64_t wall_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static double pct(int64_t *v, size_t n, int p)
 {
     if (!n)
@@ -188,7 +181,7 @@ static int receive(const char *url, const cs_video_source_opts *so, int duration
                 fprintf(stderr, "consilium stream: %s\n", cs_error_last());
             break;
         }
-        int64_t now = wall_ns();
+        int64_t now = cs_clock_wall_ns();
         if (first_ms < 0)
             first_ms = (cs_clock_ns() - t0) / 1000000;
         frames++;

@@ -32,6 +32,7 @@
 #include "cs/dicom.h"
 #include "cs/dicomnet.h"
 #include "cs/err.h"
+#include "cs/file.h"
 #include "cs/log.h"
 #include "cs/thread.h"
 
@@ -101,17 +102,6 @@ static int mkdir_one(const char *path, int *created)
         return 0;
     }
     return errno == EEXIST ? 0 : cs_error_set(CS_EIO, "mkdir %s: %s", path, strerror(errno));
-}
-
-static int fsync_path(const char *path, int dir)
-{
-    int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-    if (fd < 0)
-        return cs_error_set(CS_EIO, "open %s: %s", path, strerror(errno));
-    int r = dir ? fsync(fd) : fdatasync(fd);
-    int e = errno;
-    close(fd);
-    return r == 0 ? 0 : cs_error_set(CS_EIO, "fsync %s: %s", path, strerror(e));
 }
 
 static void parent_of(char *dst, size_t cap, const char *path)
@@ -464,17 +454,17 @@ static int on_store(const cs_dicomnet_instance *in, void *userdata)
         r = mkdir_one(dir, &c2);
     snprintf(abs, sizeof(abs), "%s/%s", n->store, rel);
     if (r == 0 && n->fsync)
-        r = fsync_path(in->path, 0);
+        r = cs_file_sync(in->path, 0);
     if (r == 0 && rename(in->path, abs) != 0)
         r = cs_error_set(CS_EIO, "rename into %s: %s", abs, strerror(errno));
     if (r == 0 && n->fsync)
-        r = fsync_path(dir, 1);
+        r = cs_file_sync(dir, 1);
     if (r == 0 && c2 && n->fsync) {
         char p[PATH_CAP];
         parent_of(p, sizeof(p), dir);
-        r = fsync_path(p, 1);
+        r = cs_file_sync(p, 1);
         if (r == 0 && c1)
-            r = fsync_path(n->store, 1);
+            r = cs_file_sync(n->store, 1);
     }
     if (r == 0)
         r = index_instance(w, in, rel, "DICOM instance received");

@@ -71,13 +71,6 @@ struct cs_media {
     int64_t tick_frames, tick_bytes, tick_ns;
 };
 
-static int64_t wall_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void nap(cs_media *m, int ms)
 {
     for (int i = 0; i < ms && !atomic_load(&m->stop); i += 20) {
@@ -573,7 +566,7 @@ static int encode_one(cs_media *m, cs_vframe *f)
         return rc;
     cs_vpacket *p;
     while (cs_video_enc_receive(m->enc, &p) == 0) {
-        int64_t lat = wall_ns() - cs_vpacket_capture_ns(p);
+        int64_t lat = cs_clock_wall_ns() - cs_vpacket_capture_ns(p);
         pthread_mutex_lock(&m->mu);
         m->lat_ns[m->nlat++ % LAT_RING] = lat;
         m->frames_out++;
@@ -626,7 +619,7 @@ static void encode_thread(void *arg)
                 m->freeze_frames++;
             }
             if (fill && !cs_vframe_copy(&f, fill))
-                cs_vframe_set_capture_ns(f, wall_ns());
+                cs_vframe_set_capture_ns(f, cs_clock_wall_ns());
         }
         if (f) {
             if (encode_one(m, f))

@@ -17,6 +17,8 @@
 #include <openssl/evp.h>
 
 #include "cs/err.h"
+#include "cs/file.h"
+#include "cs/thread.h"
 
 #define MANIFEST  "manifest.jsonl"
 #define ZERO_HASH "0000000000000000000000000000000000000000000000000000000000000000"
@@ -105,17 +107,6 @@ static int entry_hash(json_t *entry, const char *prev, char out[65])
     return 0;
 }
 
-static int sync_path(const char *path, int dir)
-{
-    int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-    if (fd < 0)
-        return cs_error_set(CS_EIO, "open %s: %s", path, strerror(errno));
-    int r = dir ? fsync(fd) : fdatasync(fd);
-    int e = errno;
-    close(fd);
-    return r ? cs_error_set(CS_EIO, "fsync %s: %s", path, strerror(e)) : 0;
-}
-
 static void iso_utc(int64_t ns, char *out, size_t n)
 {
     time_t t = (time_t)(ns / 1000000000);
@@ -124,13 +115,6 @@ static void iso_utc(int64_t ns, char *out, size_t n)
     char b[32];
     strftime(b, sizeof(b), "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(out, n, "%s.%03dZ", b, (int)(ns / 1000000 % 1000));
-}
-
-static int64_t wall_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* Read the manifest; @p fn sees each line's parsed object (NULL for a line
@@ -241,11 +225,11 @@ static int finish_segment(cs_record *r)
     int rc = cs_video_out_close(r->out);
     r->out = NULL;
     if (!rc && r->o.sync)
-        rc = sync_path(r->part, 0);
+        rc = cs_file_sync(r->part, 0);
     if (!rc && rename(r->part, r->final))
         rc = cs_error_set(CS_EIO, "rename %s: %s", r->part, strerror(errno));
     if (!rc && r->o.sync)
-        rc = sync_path(r->dir, 1);
+        rc = cs_file_sync(r->dir, 1);
     char sha[65];
     int64_t bytes = 0;
     if (!rc)
@@ -277,7 +261,7 @@ static int finish_segment(cs_record *r)
 
 static int start_segment(cs_record *r)
 {
-    r->start_ns = wall_ns();
+    r->start_ns = cs_clock_wall_ns();
     time_t t = (time_t)(r->start_ns / 1000000000);
     struct tm tm;
     gmtime_r(&t, &tm);
@@ -322,7 +306,7 @@ int cs_record_write(cs_record *r, cs_vpacket *p)
         return rc;
     }
     r->frames++;
-    r->last_ns = wall_ns();
+    r->last_ns = cs_clock_wall_ns();
     return 0;
 }
 

@@ -17,6 +17,9 @@ CS_API void cs_thread_join(cs_thread *t);
 
 /** Monotonic time in nanoseconds. */
 CS_API int64_t cs_clock_ns(void);
+/** Wall-clock time (CLOCK_REALTIME) in ns: for stamps compared across
+ *  processes or machines (a frame's capture time), never for intervals. */
+CS_API int64_t cs_clock_wall_ns(void);
 /** Process CPU time (all threads) in nanoseconds. */
 CS_API int64_t cs_clock_cpu_ns(void);
 
