@@ -57,6 +57,13 @@ CS_INTERNAL int cs_dicom_rle_decode(const cs_dicom_info *info, const uint8_t *sr
                                     void *dst, size_t cap);
 CS_INTERNAL int cs_dicom_jls_decode(const cs_dicom_info *info, const uint8_t *src, size_t n,
                                     void *dst, size_t cap);
+/* Our JPEG-LS decoder (jls.c), bit-exact with CharLS 2.4: the layout of
+ * cs_dicom_jls_decode(). @return 0, CS_EFORMAT / CS_ERANGE / CS_ENOMEM, or 1
+ * when the codestream uses what only CharLS decodes (HP colour transform,
+ * mapping tables, LSE type 4, MAXVAL below 2^P-1, RESET > 255, point
+ * transform, 2 interleaved components): the caller falls back to CharLS. */
+CS_INTERNAL int cs_dicom_jls_decode_own(const cs_dicom_info *info, const uint8_t *src, size_t n,
+                                        void *dst, size_t cap);
 /* @p threads > 1 lets OpenJPEG decode code-blocks of one frame in parallel. */
 CS_INTERNAL int cs_dicom_j2k_decode(const cs_dicom_info *info, const uint8_t *src, size_t n,
                                     void *dst, size_t cap, int threads);

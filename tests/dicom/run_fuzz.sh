@@ -34,7 +34,7 @@ build() { # src lang
   objs+=("$o")
 }
 for f in "$SRC"/codecs/dicom/dicom_shim.cpp; do build "$f" cxx; done
-for f in codec.c ljpeg.c render.c deid_profile.c; do build "$SRC/codecs/dicom/$f" c; done
+for f in codec.c ljpeg.c jls.c render.c deid_profile.c; do build "$SRC/codecs/dicom/$f" c; done
 for f in err.c log.c buf.c queue.c thread.c; do build "$SRC/core/base/$f" c; done
 build "$SRC/tests/dicom/fuzz_dicom.c" c
 clang++ -fsanitize=fuzzer,address,undefined "${objs[@]}" -o "$OUT/fuzz_dicom" \
