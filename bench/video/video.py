@@ -357,10 +357,10 @@ def sender_cmd(ctx, who, w, h, kbps, latency, ports, dur):
 
 
 def run_pipeline(ctx, who, w, h, kbps, dur, latency, img, nlight=3, joins=(), ours_native=False,
-                 samples_every=30):
-    """One pipeline: generator -> sender -> 1 decoding barcode receiver +
-    nlight light receivers (+ joiners at the given times, + our native
-    receiver). Returns its figures."""
+                 samples_every=30, barcode=True):
+    """One pipeline: generator -> sender -> 1 decoding barcode receiver
+    (unless not barcode) + nlight light receivers (+ joiners at the given
+    times, + our native receiver). Returns its figures."""
     procs = Procs()
     png, yuv, iw, ih = img
     tag = f"{who}_{h}p_{latency}ms"
@@ -385,11 +385,13 @@ def run_pipeline(ctx, who, w, h, kbps, dur, latency, img, nlight=3, joins=(), ou
         # R1: decoding receiver with barcode
         rj = os.path.join(ctx.work, f"{tag}_r1.json")
         samp = os.path.join(ctx.work, f"{tag}_samples.yuv")
-        r1d = procs.start(ffrecv_cmd(srt_url(port_of(0), latency)), stdout=subprocess.PIPE,
-                          stderr=open(os.path.join(ctx.work, f"{tag}_r1.log"), "w"))
-        r1 = procs.start([PY, ME, "recv", rj, str(w), str(h), str(time.time_ns()), "3",
-                          samp, str(samples_every)], stdin=r1d.stdout)
-        r1d.stdout.close()
+        r1d = r1 = None
+        if barcode:
+            r1d = procs.start(ffrecv_cmd(srt_url(port_of(0), latency)), stdout=subprocess.PIPE,
+                              stderr=open(os.path.join(ctx.work, f"{tag}_r1.log"), "w"))
+            r1 = procs.start([PY, ME, "recv", rj, str(w), str(h), str(time.time_ns()), "3",
+                              samp, str(samples_every)], stdin=r1d.stdout)
+            r1d.stdout.close()
         # light receivers
         light = None
         if nlight:
@@ -406,7 +408,7 @@ def run_pipeline(ctx, who, w, h, kbps, dur, latency, img, nlight=3, joins=(), ou
                                   f"srt://127.0.0.1:{port_of(1 + nlight)}", "--passphrase",
                                   PASS, "--latency", str(latency), "--duration",
                                   str(int(dur - 3))], stdout=subprocess.PIPE,
-                                 stderr=subprocess.DEVNULL)
+                                 stderr=open(os.path.join(ctx.work, f"{tag}_native.log"), "w"))
         # CPU window: from 3 s to the end
         time.sleep(max(0, 3 - (time.monotonic() - m0)))
         c_a, m_a = cpu_ticks(sender.pid), time.monotonic()
@@ -436,11 +438,11 @@ def run_pipeline(ctx, who, w, h, kbps, dur, latency, img, nlight=3, joins=(), ou
         out["cpu_cores"] = (c_b - c_a) / HZ / (m_b - m_a) if c_a is not None else None
         # stop the decoding receivers (their reader writes its JSON on EOF)
         for p in [r1d] + [j[0] for j in joiners]:
-            if p.poll() is None:
+            if p and p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
         for p in [r1] + [j[1] for j in joiners]:
             try:
-                p.wait(10)
+                p and p.wait(10)
             except subprocess.TimeoutExpired:
                 pass
         light_res = json.loads(light.communicate(timeout=15)[0]) if light else None
@@ -455,8 +457,9 @@ def run_pipeline(ctx, who, w, h, kbps, dur, latency, img, nlight=3, joins=(), ou
         gerr = gen.stderr.read().decode().strip().splitlines()
         out["generator"] = json.loads(gerr[-1]) if gerr and gerr[-1].startswith("{") else None
         out["wall_s"] = round(time.monotonic() - m0, 2)
-        with open(rj) as f:
-            out["r1"] = json.load(f)
+        if barcode:
+            with open(rj) as f:
+                out["r1"] = json.load(f)
         out["joiners"] = []
         for jd, jr, jj, js in joiners:
             try:
@@ -628,6 +631,14 @@ def phase_lat(ctx, img, w, h, kbps, dur, latency):
                     "native_receiver": r.get("native_receiver"), "cpu_cores": r["cpu_cores"],
                     "generator": r.get("generator"),
                     "enc_fps": r.get("enc_fps")}
+    # ours again with only our receiver: the barcode receiver (a second
+    # 1080p decoder and the Python reading 90-190 MB/s) is measuring
+    # apparatus, and on 2 cores it takes CPU from the pipeline it measures
+    print(f"# latency ours {w}x{h} alone, {dur} s, SRT latency {latency} ms ...",
+          file=sys.stderr, flush=True)
+    r = run_pipeline(ctx, "ours", w, h, kbps, dur, latency, img, nlight=0, joins=(),
+                     ours_native=True, samples_every=0, barcode=False)
+    res["ours"]["native_receiver_alone"] = r.get("native_receiver")
     return res
 
 
@@ -796,6 +807,10 @@ def report(out):
         rows.append((ph, "ours: latency p50/p95 ms (SEI, our receiver)",
                      f"{fmt((nr.get('latency_ms') or {}).get('p50'))}/"
                      f"{fmt((nr.get('latency_ms') or {}).get('p95'))}", "", ""))
+        na = o.get("native_receiver_alone") or {}
+        rows.append((ph, "ours alone: latency p50/p95 ms (SEI, no barcode receiver)",
+                     f"{fmt((na.get('latency_ms') or {}).get('p50'))}/"
+                     f"{fmt((na.get('latency_ms') or {}).get('p95'))}", "", ""))
         rows.append((ph, "our receiver joining: first_frame_ms",
                      fmt(nr.get("first_frame_ms")),
                      fmt((f.get("native_receiver") or {}).get("first_frame_ms")), ""))

@@ -266,6 +266,8 @@ struct cs_video_source {
     /* pan: a still image panned across */
     AVFrame *pan;
     int64_t pan_n, pan_t0_ns;
+    /* srt://: opened non-blocking and polled (see srt_poll_read) */
+    AVIOContext *srt_in, *srt_pb;
 };
 
 static int64_t stream_us(const AVStream *st, int64_t ts)
@@ -375,6 +377,56 @@ static int is_live_url(const char *url)
     return 0;
 }
 
+/* libsrt 1.5's epoll wait, in which libavformat's srt:// blocks to read,
+ * notices new data only on a 10 ms tick. Measured here on loopback at SRT
+ * latency 2 ms: 14.5 ms from the sender's write to the reader, against
+ * 4.7 ms with the socket opened non-blocking and polled. So an SRT input
+ * is read that way, still through libavformat: a look every 0.5 ms while
+ * nothing is there. */
+static int srt_poll_read(void *opaque, uint8_t *buf, int size)
+{
+    cs_video_source *s = opaque;
+    for (;;) {
+        int n = avio_read_partial(s->srt_in, buf, size);
+        if (n != AVERROR(EAGAIN))
+            return n;
+        s->srt_in->eof_reached = 0; /* "nothing yet" is not an end */
+        s->srt_in->error = 0;
+        if (intr_cb(&s->in))
+            return AVERROR_EXIT;
+        struct timespec pause = {0, 500000};
+        nanosleep(&pause, NULL);
+    }
+}
+
+static void srt_close(cs_video_source *s)
+{
+    if (s->srt_pb) {
+        av_freep(&s->srt_pb->buffer);
+        avio_context_free(&s->srt_pb);
+    }
+    avio_closep(&s->srt_in);
+}
+
+/* Connects (or listens) and gives s->fmt the polling reader. */
+static int srt_open(cs_video_source *s, const char *url)
+{
+    enum { SRT_BUF = 32768 };
+    int e = avio_open2(&s->srt_in, url, AVIO_FLAG_READ | AVIO_FLAG_NONBLOCK,
+                       &s->fmt->interrupt_callback, NULL);
+    if (e < 0)
+        return e;
+    uint8_t *buf = av_malloc(SRT_BUF);
+    s->srt_pb = buf ? avio_alloc_context(buf, SRT_BUF, 0, s, srt_poll_read, NULL, NULL) : NULL;
+    if (!s->srt_pb) {
+        av_free(buf);
+        avio_closep(&s->srt_in);
+        return AVERROR(ENOMEM);
+    }
+    s->fmt->pb = s->srt_pb;
+    return 0;
+}
+
 static int open_input(cs_video_source *s, const char *url)
 {
     char inner[512];
@@ -424,7 +476,8 @@ static int open_input(cs_video_source *s, const char *url)
     /* An SRT listener takes one caller at a time (libavformat listens with
      * a backlog of 1 and listens again after each accept), so a caller
      * refused while another joins retries until its timeout. */
-    int srt_caller = !strncmp(url, "srt:", 4) && !strstr(url, "mode=listener");
+    int srt = !strncmp(url, "srt:", 4);
+    int srt_caller = srt && !strstr(url, "mode=listener");
     char shown[600], eb[128];
     cs_video_url_redact(url, shown, sizeof(shown));
     int64_t end = cs_clock_ns() + (int64_t)s->o.timeout_ms * 1000000;
@@ -441,7 +494,15 @@ static int open_input(cs_video_source *s, const char *url)
         }
         s->fmt->interrupt_callback.callback = intr_cb;
         s->fmt->interrupt_callback.opaque = &s->in;
-        e = avformat_open_input(&s->fmt, u, ifmt, &o2);
+        e = srt ? srt_open(s, u) : 0;
+        if (e >= 0) {
+            e = avformat_open_input(&s->fmt, srt ? shown : u, ifmt, &o2);
+        } else {
+            avformat_free_context(s->fmt);
+            s->fmt = NULL;
+        }
+        if (e < 0)
+            srt_close(s);
         av_dict_free(&o2);
         if (e >= 0 || !srt_caller || intr_stopped(&s->in) || cs_clock_ns() + 200000000 > end)
             break;
@@ -739,6 +800,7 @@ void cs_video_source_close(cs_video_source *s)
         return;
     avcodec_free_context(&s->dec);
     avformat_close_input(&s->fmt);
+    srt_close(s);
     av_packet_free(&s->pkt);
     av_frame_free(&s->raw);
     av_frame_free(&s->pan);
