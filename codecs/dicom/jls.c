@@ -436,7 +436,7 @@ JL_NOINLINE int run_px(jls *d, uint16_t *cur, const uint16_t *prev, int x, int w
                        const int ll)
 {
     bitr *b = &d->br;
-    const uint16_t *ra = cur + (size_t)(x - 1) * nc;
+    const uint16_t *ra = cur + (ptrdiff_t)(x - 1) * nc;
     int i = run_length(d, b, w - x, ri);
     for (int j = 0; j < i; j++)
         for (int c = 0; c < nc; c++)

@@ -28,6 +28,8 @@
 #include "cs/dicom.h"
 #include "cs/err.h"
 
+#include "dicom_internal.h"
+
 #if defined(__SANITIZE_ADDRESS__)
 #define CS_ASAN 1
 #elif defined(__has_feature)
@@ -382,6 +384,147 @@ static void dicom__corrupt_jpeg_lossless(void **state)
     free(b.p);
 }
 
+/* Frame 0's codestream (one fragment) replaced by @p cs: the item's length,
+ * then the sequence delimiter (Pixel Data is the last element). */
+static void set_fragment(blob *b, const uint8_t *cs, size_t n)
+{
+    size_t item = first_item(b);
+    assert_int_equal(n % 2, 0);
+    uint8_t *p = realloc(b->p, item + 8 + n + 8);
+    assert_non_null(p);
+    b->p = p;
+    put32(b->p + item + 4, (uint32_t)n);
+    memcpy(b->p + item + 8, cs, n);
+    static const uint8_t delim[] = {0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0};
+    memcpy(b->p + item + 8 + n, delim, sizeof delim);
+    b->n = item + 8 + n + sizeof delim;
+}
+
+/* JPEG-LS (our jls.c): every corruption is CS_EFORMAT with a message
+ * naming the problem and its byte offset. JLSL_16_15_1_1F is 128x128,
+ * P 15, one scan, an LSE type 1. */
+static void dicom__corrupt_jpegls_t87(void **state)
+{
+    (void)state;
+    static const uint8_t sof55[] = {0xFF, 0xF7}, lse[] = {0xFF, 0xF8}, sos[] = {0xFF, 0xDA};
+    /* wrong size against the dataset: SOF55 one column wider */
+    blob b = load("JLSL_16_15_1_1F.dcm");
+    size_t s = find(&b, sof55, 2, 0);
+    b.p[s + 8] ^= 0x01;
+    expect_decode_fails(&b, CS_EFORMAT, "the dataset says 128x128");
+    free(b.p);
+    /* truncated: the scan cut in half */
+    b = load("JLSL_16_15_1_1F.dcm");
+    size_t item = first_item(&b);
+    uint32_t len = b.p[item + 4] | b.p[item + 5] << 8 | (uint32_t)b.p[item + 6] << 16 |
+                   (uint32_t)b.p[item + 7] << 24;
+    uint8_t *cs = malloc(len);
+    assert_non_null(cs);
+    memcpy(cs, b.p + item + 8, len);
+    set_fragment(&b, cs, (len / 2) & ~(size_t)1);
+    expect_decode_fails(&b, CS_EFORMAT, "the scan's data ends early, in line");
+    free(b.p);
+    /* bad markers: SOF3 instead of SOF55; a reserved marker before the SOS;
+     * an EOI in the middle of the entropy-coded data */
+    b = load("JLSL_16_15_1_1F.dcm");
+    s = find(&b, sof55, 2, 0);
+    b.p[s + 1] = 0xC3;
+    expect_decode_fails(&b, CS_EFORMAT, "a frame other than JPEG-LS SOF55");
+    free(b.p);
+    b = load("JLSL_16_15_1_1F.dcm");
+    s = find(&b, lse, 2, 0);
+    b.p[s + 1] = 0x02;
+    expect_decode_fails(&b, CS_EFORMAT, "marker 0x02 at byte");
+    free(b.p);
+    b = load("JLSL_16_15_1_1F.dcm");
+    s = find(&b, sos, 2, 0);
+    b.p[s + 3000] = 0xFF;
+    b.p[s + 3001] = 0xD9;
+    expect_decode_fails(&b, CS_EFORMAT, "JPEG-LS");
+    free(b.p);
+    /* LSE: T1 above MAXVAL */
+    b = load("JLSL_16_15_1_1F.dcm");
+    s = find(&b, lse, 2, 0);
+    b.p[s + 7] = 0x80;
+    expect_decode_fails(&b, CS_EFORMAT, "LSE thresholds");
+    free(b.p);
+    /* garbage after the SOS: zero bytes are one endless unary code */
+    b = load("JLSL_16_15_1_1F.dcm");
+    s = find(&b, sos, 2, 0);
+    memset(b.p + s + 10, 0, 64);
+    expect_decode_fails(&b, CS_EFORMAT, "a Golomb code longer than LIMIT (byte");
+    free(b.p);
+    /* crafted: line 0 opens in run mode (all neighbours 0); 19 one-bits
+     * cover 124 of its 128 samples (RUNindex 19, J 5), then 0 and 11111:
+     * 31 more samples, past the line end */
+    static const uint8_t hdr[] = {0xFF, 0xD8, 0xFF, 0xF7, 0x00, 0x0B, 0x0F, 0x00, 0x80,
+                                  0x00, 0x80, 0x01, 0x01, 0x11, 0x00, 0xFF, 0xDA, 0x00,
+                                  0x08, 0x01, 0x01, 0x00, 0x00, 0x00, 0x00};
+    uint8_t crafted[64];
+    memcpy(crafted, hdr, sizeof hdr);
+    static const uint8_t run[] = {0xFF, 0x7F, 0xF7, 0xC0, 0xFF, 0xD9, 0x00};
+    memcpy(crafted + sizeof hdr, run, sizeof run);
+    b = load("JLSL_16_15_1_1F.dcm");
+    set_fragment(&b, crafted, sizeof hdr + sizeof run);
+    expect_decode_fails(&b, CS_EFORMAT, "corrupt data in line 0: a run past the end of the line");
+    free(b.p);
+    /* crafted: DRI 1; 20 one-bits fill line 0 with a run, then EOI where
+     * RST0 should be */
+    static const uint8_t dri[] = {0xFF, 0xDD, 0x00, 0x04, 0x00, 0x01};
+    static const uint8_t norst[] = {0xFF, 0x7F, 0xF8, 0xFF, 0xD9};
+    memcpy(crafted, hdr, 15);
+    memcpy(crafted + 15, dri, sizeof dri);
+    memcpy(crafted + 15 + sizeof dri, hdr + 15, sizeof hdr - 15);
+    memcpy(crafted + sizeof hdr + sizeof dri, norst, sizeof norst);
+    b = load("JLSL_16_15_1_1F.dcm");
+    set_fragment(&b, crafted, sizeof hdr + sizeof dri + sizeof norst);
+    expect_decode_fails(&b, CS_EFORMAT, "expected restart marker RST0 before line 1");
+    free(b.p);
+    free(cs);
+}
+
+/* Four components, sample-interleaved (no DICOM photometric has four
+ * samples, so straight through the codec): CharLS's encoder writes, ours
+ * decodes, lossless and NEAR 2 against CharLS's own decode. */
+static void dicom__jpegls_four_components(void **state)
+{
+    (void)state;
+    cs_dicom_info in;
+    memset(&in, 0, sizeof in);
+    in.rows = 37;
+    in.cols = 53;
+    in.samples = 4;
+    in.bits_allocated = 16;
+    in.bits_stored = 12;
+    size_t ns = (size_t)in.rows * in.cols * 4, fs = ns * 2;
+    uint16_t *src = malloc(fs), *a = malloc(fs), *c = malloc(fs);
+    assert_true(src && a && c);
+    uint32_t seed = 87;
+    for (size_t i = 0; i < ns; i++) {
+        seed = seed * 1103515245u + 12345u;
+        size_t px = i / 4, x = px % in.cols, y = px / in.cols;
+        /* smooth ramps (runs and small errors) with some noise */
+        src[i] =
+            (uint16_t)(((x * 31 + y * 17 * (i % 4 + 1)) + ((seed >> 16) % 9) * (y > 20)) & 0xFFF);
+    }
+    for (int near = 0; near <= 2; near += 2) {
+        uint8_t *cs = NULL;
+        size_t n = 0;
+        assert_int_equal(cs_dicom_jls_encode(&in, src, near, &cs, &n), 0);
+        assert_int_equal(cs_dicom_jls_decode_own(&in, cs, n, a, fs), 0);
+        setenv("CS_JLS_CHARLS", "1", 1);
+        assert_int_equal(cs_dicom_jls_decode(&in, cs, n, c, fs), 0);
+        unsetenv("CS_JLS_CHARLS");
+        assert_memory_equal(a, c, fs);
+        if (!near)
+            assert_memory_equal(a, src, fs);
+        free(cs);
+    }
+    free(src);
+    free(a);
+    free(c);
+}
+
 static void dicom__ranges(void **state)
 {
     (void)state;
@@ -492,6 +635,8 @@ int main(void)
         cmocka_unit_test(dicom__corrupt_rle),
         cmocka_unit_test(dicom__corrupt_jpeg),
         cmocka_unit_test(dicom__corrupt_jpeg_lossless),
+        cmocka_unit_test(dicom__corrupt_jpegls_t87),
+        cmocka_unit_test(dicom__jpegls_four_components),
         cmocka_unit_test(dicom__ranges),
         cmocka_unit_test(dicom__unwritable_syntax),
     };
