@@ -77,6 +77,8 @@ static void usage_serve(FILE *f)
             "                       --db is DIR/consilium.db); also served as DICOMweb\n"
             "  --dicom-config F     JSON: aet, dicom_port, store, peers, routes\n"
             "  --dicom-timeout S    drop associations idle or stalled for S seconds (30)\n"
+            "  --no-prerender       render DICOMweb images only on request (default: frame 1\n"
+            "                       of each compressed instance is rendered as it arrives)\n"
             "  -h, --help           this text\n");
 }
 
@@ -92,6 +94,12 @@ static const char *default_lib(const char *const *dirs, int n, char *buf, size_t
             return buf;
     }
     return NULL;
+}
+
+/* The node stored an instance: DICOMweb may render it ahead. */
+static void on_dicom_stored(void *server, const char *path)
+{
+    cs_server_dicom_stored(server, path);
 }
 
 static int cmd_serve(int argc, char **argv)
@@ -122,7 +130,8 @@ static int cmd_serve(int argc, char **argv)
         O_AET,
         O_STORE,
         O_DCONFIG,
-        O_DTIMEOUT
+        O_DTIMEOUT,
+        O_NOPRE
     };
     cs_dimse_opts dopts = CS_DIMSE_OPTS_INIT;
     int dicom_on = 0;
@@ -154,6 +163,7 @@ static int cmd_serve(int argc, char **argv)
         {"store", required_argument, 0, O_STORE},
         {"dicom-config", required_argument, 0, O_DCONFIG},
         {"dicom-timeout", required_argument, 0, O_DTIMEOUT},
+        {"no-prerender", no_argument, 0, O_NOPRE},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -171,6 +181,9 @@ static int cmd_serve(int argc, char **argv)
             break;
         case O_ASSOC:
             o.serve_associated = 1;
+            break;
+        case O_NOPRE:
+            o.dicom_prerender = 0;
             break;
         case O_CORS:
             o.cors_origin = optarg;
@@ -297,6 +310,8 @@ static int cmd_serve(int argc, char **argv)
     }
     if (cs_server_slide_count(s) == 0 && !node)
         fprintf(stderr, "consilium serve: warning: no slides found\n");
+    if (node)
+        cs_dimse_on_stored(node, on_dicom_stored, s);
     if (cs_server_start(s) < 0 || (node && cs_dimse_start(node) < 0)) {
         fprintf(stderr, "consilium serve: %s\n", cs_error_last());
         cs_dimse_free(node);

@@ -73,6 +73,8 @@ struct cs_dimse {
     pthread_cond_t cv;
     unsigned kick; /* under mu: bumped when forward rows are queued */
     slot *slots;
+    void (*stored)(void *userdata, const char *path); /* cs_dimse_on_stored */
+    void *stored_ud;
 };
 
 /* ------------------------------------------------------------- helpers */
@@ -480,6 +482,8 @@ static int on_store(const cs_dicomnet_instance *in, void *userdata)
                in->sop_uid, in->calling_aet);
     cs_log(n->log, CS_LOG_VERBOSE, "stored %s (%s, %lld bytes) from %s", rel, in->transfer_syntax,
            (long long)in->size, in->calling_aet);
+    if (n->stored)
+        n->stored(n->stored_ud, abs);
     return CS_DICOMNET_SUCCESS;
 }
 
@@ -1332,6 +1336,12 @@ int cs_dimse_new(cs_dimse **out, const cs_dimse_opts *o)
     }
     *out = n;
     return 0;
+}
+
+void cs_dimse_on_stored(cs_dimse *n, void (*fn)(void *userdata, const char *path), void *userdata)
+{
+    n->stored = fn;
+    n->stored_ud = userdata;
 }
 
 int cs_dimse_start(cs_dimse *n)

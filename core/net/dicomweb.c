@@ -14,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -22,6 +25,8 @@
 #include "cs/dicom.h"
 #include "cs/err.h"
 #include "cs/jpeg.h"
+#include "cs/queue.h"
+#include "cs/thread.h"
 
 #include "rest.h"
 
@@ -29,15 +34,23 @@
 #define MAX_RESULTS 1000 /* a QIDO answer without ?limit */
 #define MAX_FRAMES  64   /* frames in one WADO-RS frames request */
 
+#define PRERENDER_QUEUE 4096 /* instances waiting; more are rendered on demand */
+#define RENDER_QUALITY  90
+
 struct cs_dicomweb {
     char *db_path, *store;
     pthread_mutex_t lock;
     pthread_cond_t freed;
     cs_db *idle[MAX_READERS];
     int nidle, nopen, max;
+    cs_queue *pre; /* store paths to pre-render; NULL: off */
+    cs_thread *pre_thread;
 };
 
-int cs_dicomweb_new(cs_dicomweb **out, const char *db_path, const char *store_dir, int readers)
+static void prerender_thread(void *arg);
+
+int cs_dicomweb_new(cs_dicomweb **out, const char *db_path, const char *store_dir, int readers,
+                    int prerender)
 {
     *out = NULL;
     cs_dicomweb *w = calloc(1, sizeof(*w));
@@ -60,6 +73,13 @@ int cs_dicomweb_new(cs_dicomweb **out, const char *db_path, const char *store_di
         return r;
     }
     w->nidle = w->nopen = 1;
+    if (prerender) {
+        if ((r = cs_queue_new(&w->pre, PRERENDER_QUEUE, free)) < 0 ||
+            (r = cs_thread_start(&w->pre_thread, "prerender", prerender_thread, w)) < 0) {
+            cs_dicomweb_free(w);
+            return r;
+        }
+    }
     *out = w;
     return 0;
 }
@@ -68,6 +88,10 @@ void cs_dicomweb_free(cs_dicomweb *w)
 {
     if (!w)
         return;
+    if (w->pre)
+        cs_queue_close(w->pre);
+    cs_thread_join(w->pre_thread);
+    cs_queue_free(w->pre);
     for (int i = 0; i < w->nidle; i++)
         cs_db_close(w->idle[i]);
     pthread_mutex_destroy(&w->lock);
@@ -530,24 +554,27 @@ static int store_path(cs_dicomweb *w, const char *rel, char *out, size_t cap)
     return 0;
 }
 
-static int open_instance(cs_dicomweb *w, cs_db *db, const char *study, const char *series,
-                         const char *sop, cs_dicom **out)
+/* The file of one instance, by the index. */
+static int instance_path(cs_dicomweb *w, cs_db *db, const char *study, const char *series,
+                         const char *sop, char *path, size_t cap)
 {
     json_t *found = NULL, *paths = NULL;
     int r = qido_instances(db, study, series, sop, NULL, NULL, &found, &paths);
     if (r < 0)
         return r;
-    char path[4096];
     if (json_array_size(paths) == 0)
         r = cs_error_set(CS_ENOTFOUND, "no instance %s in series %s of study %s", sop, series,
                          study);
     else
-        r = store_path(w, json_string_value(json_array_get(paths, 0)), path, sizeof(path));
+        r = store_path(w, json_string_value(json_array_get(paths, 0)), path, cap);
     json_decref(found);
     json_decref(paths);
-    if (r < 0)
-        return r;
-    r = cs_dicom_open(out, path);
+    return r;
+}
+
+static int open_path(const char *path, const char *sop, cs_dicom **out)
+{
+    int r = cs_dicom_open(out, path);
     if (r == CS_ENOTFOUND) /* indexed but gone: the store lost it */
         r = cs_error_set(CS_EIO, "instance %s is indexed but its file is missing", sop);
     return r;
@@ -677,6 +704,146 @@ static int parse_window(const char *text, cs_dicom_window *win)
     return 0;
 }
 
+/* ---- rendered images, rendered ahead ----
+ *
+ * What a reader opens first is frame 1 at the file's own window. So when a
+ * compressed instance arrives (cs_dicomweb_prerender) one low-priority
+ * thread renders that image ahead, and the first request does not wait for
+ * a JPEG 2000 or JPEG-LS decode. The cache is
+ * <store>/.rendered/<sop>_<size>_<mtime ns>.jpg: a replaced file has another
+ * size or time, so a stale image is never served (it is left behind). */
+
+/* Frame @p frame (0-based) at @p win (NULL: the file's) as a malloc'd JPEG. */
+static int render_jpeg(cs_dicom *d, int frame, const cs_dicom_window *win, int quality, int threads,
+                       char **data, size_t *len)
+{
+    cs_dicom_info info;
+    cs_dicom_get_info(d, &info);
+    *data = NULL;
+    /* grey images render to one byte a pixel: a third of the memory to touch */
+    int colour = info.samples == 3 || strncmp(info.photometric, "PALETTE", 7) == 0;
+    size_t stride = (size_t)info.cols * (colour ? 3 : 1), cap = stride * (size_t)info.rows;
+    uint8_t *px = malloc(cap);
+    if (!px)
+        return cs_error_set(CS_ENOMEM, "out of memory");
+    int channels = 0;
+    cs_jpeg *j = NULL;
+    cs_buf *jpg = NULL;
+    cs_dicom_set_frame_threads(d, threads);
+    int r = cs_dicom_render(d, frame, win, px, stride, cap, &channels);
+    if (r == 0)
+        r = cs_jpeg_new(&j);
+    if (r == 0)
+        r = channels == 1 ? cs_jpeg_encode_gray(j, &jpg, px, info.cols, info.rows, stride, quality)
+                          : cs_jpeg_encode_rgb(j, &jpg, px, info.cols, info.rows, stride, quality);
+    free(px);
+    cs_jpeg_free(j);
+    if (r < 0)
+        return r;
+    *len = cs_buf_size(jpg);
+    *data = malloc(*len);
+    if (*data)
+        memcpy(*data, cs_buf_data(jpg), *len);
+    cs_buf_unref(jpg);
+    return *data ? 0 : cs_error_set(CS_ENOMEM, "out of memory");
+}
+
+/* The cache file of the store file @p path as it is now. */
+static int cache_path(cs_dicomweb *w, const char *path, char *out, size_t cap)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return CS_ENOTFOUND;
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    int n = (int)strcspn(base, "/");
+    if (n > 4 && !strcmp(base + n - 4, ".dcm"))
+        n -= 4;
+    int len = snprintf(out, cap, "%s/.rendered/%.*s_%lld_%lld.jpg", w->store, n, base,
+                       (long long)st.st_size,
+                       (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec);
+    return len > 0 && (size_t)len < cap ? 0 : CS_ERANGE;
+}
+
+/* Serve the pre-rendered image of @p path if there is one: 1 when served. */
+static int rendered_ahead(cs_dicomweb *w, const char *path, cs_dicomweb_reply *out)
+{
+    char cp[4200];
+    if (!w->pre || cache_path(w, path, cp, sizeof(cp)) < 0)
+        return 0;
+    FILE *f = fopen(cp, "rb");
+    if (!f)
+        return 0;
+    struct stat st;
+    char *data = NULL;
+    size_t len = 0;
+    if (fstat(fileno(f), &st) == 0 && st.st_size > 0 && (data = malloc((size_t)st.st_size)))
+        len = fread(data, 1, (size_t)st.st_size, f);
+    fclose(f);
+    if (!data || len != (size_t)st.st_size) {
+        free(data);
+        return 0;
+    }
+    reply_take(out, 200, "image/jpeg", data, len);
+    return 1;
+}
+
+static int is_native_ts(const char *ts)
+{
+    return !strcmp(ts, CS_DICOM_TS_IMPLICIT_LE) || !strcmp(ts, CS_DICOM_TS_EXPLICIT_LE) ||
+           !strcmp(ts, CS_DICOM_TS_EXPLICIT_BE);
+}
+
+static void prerender_one(cs_dicomweb *w, const char *path)
+{
+    char cp[4200], tmp[4300];
+    cs_dicom *d = NULL;
+    cs_dicom_info info;
+    char *data = NULL;
+    size_t len = 0;
+    if (cache_path(w, path, cp, sizeof(cp)) < 0 || access(cp, F_OK) == 0 ||
+        cs_dicom_open(&d, path) < 0)
+        return;
+    cs_dicom_get_info(d, &info);
+    /* uncompressed images render in a few ms: not worth the disk */
+    if (info.rows > 0 && info.cols > 0 && info.frames > 0 && !is_native_ts(info.transfer_syntax) &&
+        render_jpeg(d, 0, NULL, RENDER_QUALITY, 1, &data, &len) == 0) {
+        snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", cp, (long)gettid());
+        FILE *f = fopen(tmp, "wb");
+        int ok = f && fwrite(data, 1, len, f) == len;
+        if (f && fclose(f) != 0)
+            ok = 0;
+        if (!ok || rename(tmp, cp) != 0)
+            unlink(tmp);
+    }
+    free(data);
+    cs_dicom_free(d);
+}
+
+static void prerender_thread(void *arg)
+{
+    cs_dicomweb *w = arg;
+    /* behind the readers, the DICOM node and the tile server */
+    errno = 0;
+    int cur = getpriority(PRIO_PROCESS, (id_t)gettid());
+    setpriority(PRIO_PROCESS, (id_t)gettid(), (cur == -1 && errno ? 0 : cur) + 10);
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s/.rendered", w->store);
+    mkdir(dir, 0755);
+    void *item;
+    while (cs_queue_pop(w->pre, &item, -1) == 0) {
+        prerender_one(w, item);
+        free(item);
+    }
+}
+
+void cs_dicomweb_prerender(cs_dicomweb *w, const char *path)
+{
+    char *p;
+    if (w && w->pre && (p = strdup(path)) && cs_queue_try_push(w->pre, p) != 0)
+        free(p); /* full: rendered on demand */
+}
+
 static void wado_rendered(cs_dicom *d, int frame, cs_dicomweb_arg_fn arg, void *ctx,
                           cs_dicomweb_reply *out)
 {
@@ -701,40 +868,14 @@ static void wado_rendered(cs_dicom *d, int frame, cs_dicomweb_arg_fn arg, void *
         reply_error(out, CS_EINVAL, "quality: expected 1-100");
         return;
     }
-    /* grey images render to one byte a pixel: a third of the memory to touch */
-    int colour = info.samples == 3 || strncmp(info.photometric, "PALETTE", 7) == 0;
-    size_t stride = (size_t)info.cols * (colour ? 3 : 1), cap = stride * (size_t)info.rows;
-    uint8_t *px = malloc(cap);
-    if (!px) {
-        reply_error(out, CS_ENOMEM, "out of memory");
-        return;
-    }
-    int channels = 0;
-    cs_jpeg *j = NULL;
-    cs_buf *jpg = NULL;
-    cs_dicom_set_frame_threads(d, 2); /* a reader waits for this one image */
-    r = cs_dicom_render(d, frame - 1, wt ? &win : NULL, px, stride, cap, &channels);
-    if (r == 0)
-        r = cs_jpeg_new(&j);
-    if (r == 0)
-        r = channels == 1 ? cs_jpeg_encode_gray(j, &jpg, px, info.cols, info.rows, stride, quality)
-                          : cs_jpeg_encode_rgb(j, &jpg, px, info.cols, info.rows, stride, quality);
-    free(px);
-    cs_jpeg_free(j);
-    if (r < 0) {
+    char *data;
+    size_t len;
+    /* two decode threads: a reader waits for this one image */
+    r = render_jpeg(d, frame - 1, wt ? &win : NULL, quality, 2, &data, &len);
+    if (r < 0)
         reply_code(out, r);
-        return;
-    }
-    char *data = malloc(cs_buf_size(jpg));
-    if (data)
-        memcpy(data, cs_buf_data(jpg), cs_buf_size(jpg));
-    size_t len = cs_buf_size(jpg);
-    cs_buf_unref(jpg);
-    if (!data) {
-        reply_error(out, CS_ENOMEM, "out of memory");
-        return;
-    }
-    reply_take(out, 200, "image/jpeg", data, len);
+    else
+        reply_take(out, 200, "image/jpeg", data, len);
 }
 
 static void wado_metadata(cs_dicomweb *w, json_t *paths, cs_dicomweb_reply *out)
@@ -875,7 +1016,16 @@ static int route(cs_dicomweb *w, cs_db *db, char **p, int n, cs_dicomweb_arg_fn 
     } else if ((n == 7 && is(p[6], "rendered")) || (n == 8 && is(p[6], "frames")) ||
                (n == 9 && is(p[6], "frames") && is(p[8], "rendered"))) {
         cs_dicom *d = NULL;
-        r = open_instance(w, db, p[1], p[3], p[5], &d);
+        char path[4096];
+        r = instance_path(w, db, p[1], p[3], p[5], path, sizeof(path));
+        int first = n == 7 || (n == 9 && !strcmp(p[7], "1"));
+        if (r == 0 && n != 8 && first && !arg(ctx, "window") && !arg(ctx, "quality") &&
+            rendered_ahead(w, path, out)) {
+            json_decref(paths);
+            return 0;
+        }
+        if (r == 0)
+            r = open_path(path, p[5], &d);
         if (r < 0) {
             reply_code(out, r);
         } else if (n == 8) {

@@ -66,9 +66,12 @@ typedef struct {
 typedef const char *(*cs_dicomweb_arg_fn)(void *ctx, const char *key);
 
 /* @p db_path: the database the DICOM node indexes into; @p store_dir: its
- * files; @p readers: database handles at most (one per request thread). */
+ * files; @p readers: database handles at most (one per request thread);
+ * @p prerender: start the thread that renders stored instances ahead. */
 CS_INTERNAL int cs_dicomweb_new(cs_dicomweb **out, const char *db_path, const char *store_dir,
-                                int readers);
+                                int readers, int prerender);
+/* Queue the store file @p path to be rendered ahead; never blocks. */
+CS_INTERNAL void cs_dicomweb_prerender(cs_dicomweb *w, const char *path);
 /* Answer GET /dicomweb/@p path; @p arg reads query arguments. */
 CS_INTERNAL void cs_dicomweb_handle(cs_dicomweb *w, const char *path, cs_dicomweb_arg_fn arg,
                                     void *ctx, cs_dicomweb_reply *out);

@@ -1292,7 +1292,8 @@ static int start_session(cs_server *s)
     }
     int r = cs_session_new(&s->session, path, s->bus, s->log);
     if (r == 0 && s->o.dicom_store) /* after the session: the schema is migrated */
-        r = cs_dicomweb_new(&s->dicomweb, path, s->o.dicom_store, s->o.threads);
+        r = cs_dicomweb_new(&s->dicomweb, path, s->o.dicom_store, s->o.threads,
+                            s->o.dicom_prerender);
     if (r < 0)
         return r;
     for (int i = 0; i < s->nslides && r == 0; i++) {
@@ -1482,6 +1483,11 @@ const char *cs_server_token(const cs_server *s)
 cs_bus *cs_server_bus(cs_server *s)
 {
     return s->bus;
+}
+
+void cs_server_dicom_stored(cs_server *s, const char *path)
+{
+    cs_dicomweb_prerender(s->dicomweb, path);
 }
 
 void cs_server_free(cs_server *s)

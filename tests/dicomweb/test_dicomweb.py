@@ -71,6 +71,7 @@ def main():
             c.check(ok, "storescu sent the files: " + err[-500:])
             if ok:
                 run(c, s, paths, audit)
+                check_rendered_ahead(c, s, store, dport, work, paths)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print("%d passed, %d failed" % (c.passed, c.failed))
@@ -173,6 +174,74 @@ def run(c, s, paths, audit):
     acc = [x for x in lines if x.get("code") == "110103" and x.get("study")]
     c.check({x["study"] for x in acc} >= set(studies), "every study read left a 110103 record")
     c.check(all(s.token not in json.dumps(x) for x in lines), "no token in the audit trail")
+
+
+def instance_url(ds):
+    return "/dicomweb/studies/%s/series/%s/instances/%s" % (
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+
+
+def cached(store, sop):
+    d = os.path.join(store, ".rendered")
+    names = os.listdir(d) if os.path.isdir(d) else []
+    return sorted(os.path.join(d, f) for f in names if f.split("_")[0] == sop and
+                  f.endswith(".jpg"))
+
+
+def wait_cached(store, sops, n=1, timeout=30):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not all(len(cached(store, x)) >= n for x in sops):
+        time.sleep(0.2)
+    return {x for x in sops if len(cached(store, x)) >= n}
+
+
+def check_rendered_ahead(c, s, store, dport, work, paths):
+    """Frame 1 of each compressed instance is rendered as it arrives; the
+    first /rendered serves that file, the same bytes as one made on request;
+    a replaced instance is never answered with the old image."""
+    dss = {p: pydicom.dcmread(p, stop_before_pixels=True) for p in paths}
+    comp = {p: ds for p, ds in dss.items() if ds.file_meta.TransferSyntaxUID.is_compressed}
+    want = {ds.SOPInstanceUID for ds in comp.values()}
+    got = wait_cached(store, want)
+    c.check(got == want, "every compressed instance was rendered ahead (%d of %d)"
+            % (len(got), len(want)))
+    plain = {ds.SOPInstanceUID for ds in dss.values()} - want
+    c.check(not any(cached(store, x) for x in plain),
+            "uncompressed instances are not rendered ahead (%d)" % len(plain))
+    for p, ds in comp.items():
+        name = os.path.basename(p)
+        files = cached(store, ds.SOPInstanceUID)
+        if not files:
+            continue
+        with open(files[-1], "rb") as f:
+            ahead = f.read()
+        st, _, fresh = s.get(instance_url(ds) + "/rendered?quality=90")
+        c.check(st == 200 and fresh == ahead,
+                "%s: the image rendered ahead is the one rendered on request" % name)
+        # put another image in its place: /rendered must answer it, from disk
+        st, _, other = s.get(instance_url(ds) + "/rendered?quality=50")
+        with open(files[-1], "wb") as f:
+            f.write(other)
+        st, h, body = s.get(instance_url(ds) + "/rendered")
+        c.check(st == 200 and h.get("Content-Type") == "image/jpeg" and body == other != fresh,
+                "%s: /rendered answers from the image rendered ahead" % name)
+
+    # the sender corrects an instance (another window): never the old image
+    src = os.path.join(DICOM, "MR2_J2KR.dcm")
+    ds = pydicom.dcmread(src)
+    with open(cached(store, ds.SOPInstanceUID)[-1], "rb") as f:
+        before = f.read()  # replaced above: what a stale cache would answer
+    ds.WindowCenter, ds.WindowWidth = 300, 200
+    fixed = os.path.join(work, "MR2_J2KR_rewindowed.dcm")
+    ds.save_as(fixed)
+    ok, err = cshelp.storescu([fixed], dport, aet="MODALITY")
+    c.check(ok, "the corrected instance was sent: " + err[-300:])
+    c.check(len(wait_cached(store, {ds.SOPInstanceUID}, n=2)) == 1,
+            "the corrected instance was rendered ahead again")
+    st, _, body = s.get(instance_url(ds) + "/rendered")
+    st2, _, fresh = s.get(instance_url(ds) + "/rendered?quality=90")
+    c.check(st == 200 and body != before and body == fresh,
+            "after the correction /rendered is the new image, not the old one")
 
 
 def check_frames(c, s, ib, p, ds):

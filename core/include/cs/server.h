@@ -65,12 +65,16 @@ typedef struct {
     /** The DICOM node's study store (files indexed in db_path): serves
      *  DICOMweb under /dicomweb/ (and /dicom-web/); NULL: none. */
     const char *dicom_store;
+    /** 1 (default): frame 1 of each compressed instance the node stores is
+     *  rendered ahead (cs_server_dicom_stored), so /rendered answers from
+     *  disk; 0: every rendered image is made on request. */
+    int dicom_prerender;
 } cs_server_opts;
 
 #define CS_SERVER_OPTS_INIT                                                                        \
     {                                                                                              \
         sizeof(cs_server_opts), "127.0.0.1", 8080, NULL, 256u << 20, 4, 0, -1, 75, 4096, 4096, 0,  \
-            "*", NULL, NULL, NULL, NULL, NULL, 0, NULL, 0, NULL, NULL                              \
+            "*", NULL, NULL, NULL, NULL, NULL, 0, NULL, 0, NULL, NULL, 1                           \
     }
 
 CS_API int cs_server_new(cs_server **out, const cs_server_opts *opts);
@@ -87,6 +91,9 @@ CS_API const char *cs_server_token(const cs_server *s);
  *  clients of /ws (topic "slide:ID" those subscribed to ID, "" all).
  *  Borrowed; valid until cs_server_free(). Thread-safe. */
 CS_API cs_bus *cs_server_bus(cs_server *s);
+/** The DICOM node stored the file @p path (new or replacing): queue it to
+ *  be rendered ahead (see dicom_prerender). Never blocks; thread-safe. */
+CS_API void cs_server_dicom_stored(cs_server *s, const char *path);
 /** First slide's id (for printing example URLs), or NULL. */
 CS_API const char *cs_server_slide_id(const cs_server *s, int index);
 CS_API void cs_server_free(cs_server *s);
