@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,7 @@ struct cs_dicomweb {
     int nidle, nopen, max;
     cs_queue *pre; /* store paths to pre-render; NULL: off */
     cs_thread *pre_thread;
+    atomic_int closing; /* what is still queued is dropped */
 };
 
 static void prerender_thread(void *arg);
@@ -88,6 +90,7 @@ void cs_dicomweb_free(cs_dicomweb *w)
 {
     if (!w)
         return;
+    atomic_store(&w->closing, 1);
     if (w->pre)
         cs_queue_close(w->pre);
     cs_thread_join(w->pre_thread);
@@ -832,7 +835,8 @@ static void prerender_thread(void *arg)
     mkdir(dir, 0755);
     void *item;
     while (cs_queue_pop(w->pre, &item, -1) == 0) {
-        prerender_one(w, item);
+        if (!atomic_load(&w->closing))
+            prerender_one(w, item);
         free(item);
     }
 }
