@@ -381,11 +381,13 @@ static int is_live_url(const char *url)
  * notices new data only on a 10 ms tick. Measured here on loopback at SRT
  * latency 2 ms: 14.5 ms from the sender's write to the reader, against
  * 4.7 ms with the socket opened non-blocking and polled. So an SRT input
- * is read that way, still through libavformat: a look every 0.5 ms while
- * nothing is there. */
+ * is read that way, still through libavformat: while nothing is there it
+ * looks again after 0.1 ms, doubling to 1 ms (a frame's datagrams come
+ * together, then nothing for most of a frame interval). */
 static int srt_poll_read(void *opaque, uint8_t *buf, int size)
 {
     cs_video_source *s = opaque;
+    long pause_ns = 100000;
     for (;;) {
         int n = avio_read_partial(s->srt_in, buf, size);
         if (n != AVERROR(EAGAIN))
@@ -394,8 +396,9 @@ static int srt_poll_read(void *opaque, uint8_t *buf, int size)
         s->srt_in->error = 0;
         if (intr_cb(&s->in))
             return AVERROR_EXIT;
-        struct timespec pause = {0, 500000};
+        struct timespec pause = {0, pause_ns};
         nanosleep(&pause, NULL);
+        pause_ns = pause_ns >= 500000 ? 1000000 : pause_ns * 2;
     }
 }
 
