@@ -16,23 +16,35 @@
  * height 0. Default thresholds are T.87 C.2.4.1.1.1 (CharLS
  * compute_default), run interruption in sample-interleaved scans uses the
  * type-0 context and predicts from Rb for every component, as CharLS does.
+ * One deliberate difference: CharLS 2.4 (and DCMTK's fork) decode a
+ * sample-interleaved scan whose LSE sets RESET != 64 as if it had one
+ * component (their codec factory falls back to single-sample traits);
+ * this file decodes it as T.87 says.
  *
  * Speed: the entropy bits come from a 64-bit MSB-first buffer refilled 7-8
  * bytes at a time while no 0xFF is within 8 bytes (the position of the next
- * 0xFF is kept); after an 0xFF the next byte carries 7 bits, handled on a
- * byte-by-byte slow path. The unary prefix is one count-leading-zeros. A
- * context carries its Golomb k, computed when the context is updated, so
- * the critical path of a sample is: Ra -> quantised gradient (one table
- * lookup) -> context -> k -> value -> Rx. Row loops are specialised for
- * NEAR 0 (reconstruction is a mask) and for 1 component per line or 3 / 4
- * interleaved; the bit buffer lives in registers inside a row.
+ * 0xFF is kept), unconditionally per sample (a test of the fill level is a
+ * branch that mispredicts); after an 0xFF the next byte carries 7 bits,
+ * handled on a byte-by-byte slow path. The unary prefix is one
+ * count-leading-zeros. A context carries its Golomb k, computed when the
+ * context is updated, so the path from one sample to the next is Ra ->
+ * quantised gradient (one table lookup) -> context -> k -> value -> Rx. The
+ * median predictor uses conditional moves (its three cases are equally
+ * common on noisy data: as branches they cost ~18 % of the time). Row loops
+ * are specialised for NEAR 0 (reconstruction is a mask) and for 1 component
+ * per line or 3 / 4 interleaved. What is left (perf, RG2_JLSL): ~85 % in
+ * the row loop, ~40 cycles per regular-mode sample, against a dependency
+ * chain of ~26; the bias-update branches (14 % of samples take one) and
+ * the context store/load round trip are the rest.
  *
  * Invariants: the SOF is checked against the dataset before a sample is
  * written; every sample is in 0..MAXVAL, so gradient lookups stay in the
- * table; a run never passes the line end; a read past the scan's data yields
- * zero bits that are counted (pad), and a row that consumed any of them
- * fails as truncated. Every error is CS_EFORMAT with the byte offset in the
- * codestream (CS_ERANGE for a short buffer, CS_ENOMEM). */
+ * table; a run never passes the line end (its fill may write up to 3
+ * samples past the run, into the line buffer's slack, before they are
+ * decoded); a read past the scan's data yields zero bits that are counted
+ * (pad), and a row that consumed any of them fails as truncated. Every
+ * error is CS_EFORMAT with the byte offset in the codestream (CS_ERANGE for
+ * a short buffer, CS_ENOMEM). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -366,9 +378,7 @@ JL_INLINE int regular(jls *d, bitr *b, jctx *ctx, const sp *s, int q, int pred, 
 static int ri_error(jls *d, bitr *b, int t, int r)
 {
     rctx *rc = &d->rc[t];
-    int temp = rc->a + (rc->n >> 1) * t, k = 0;
-    while (((int64_t)rc->n << k) < temp)
-        k++;
+    int k = kcalc(rc->a + (rc->n >> 1) * t, rc->n); /* < 2^26: no overflow */
     uint32_t m = get_value(d, b, k, d->s.limit - J[r] - 1 - d->s.qbpp - 1);
     if (JL_UNLIKELY(m >= 131071)) {
         set_bad(d, b, BAD_VALUE);
@@ -421,8 +431,10 @@ JL_NOINLINE int run_one(jls *d, uint16_t *cur, const uint16_t *prev, int x, int 
     bitr *b = &d->br;
     int ra = cur[x - 1];
     int i = run_length(d, b, w - x, ri);
-    for (int j = 0; j < i; j++)
-        cur[x + j] = (uint16_t)ra;
+    /* 4 samples per store: the line buffers have slack past the border */
+    uint64_t v4 = (uint64_t)(uint16_t)ra * 0x0001000100010001ull;
+    for (int j = 0; j < i; j += 4)
+        memcpy(cur + x + j, &v4, 8);
     x += i;
     if (x == w)
         return i;
@@ -713,9 +725,9 @@ static int decode_scan(jls *d, frame *f, const scan *sc, uint8_t *dst, int ob, u
                        size_t pos, size_t *next)
 {
     int w = f->w, nf = f->nf, ll = sc->near == 0;
-    int nc = sc->ilv == 2 ? sc->ns : 1;   /* samples per buffer pixel */
-    int nl = sc->ilv == 1 ? sc->ns : 1;   /* buffer lines per image line */
-    size_t stride = (size_t)(w + 2) * nc; /* one buffer line */
+    int nc = sc->ilv == 2 ? sc->ns : 1;       /* samples per buffer pixel */
+    int nl = sc->ilv == 1 ? sc->ns : 1;       /* buffer lines per image line */
+    size_t stride = (size_t)(w + 2) * nc + 4; /* one buffer line, 4 slack (run_one) */
     line_fn fn = nc == 1   ? (ll ? line1_ll : line1_nl)
                  : nc == 3 ? (ll ? line3_ll : line3_nl)
                            : (ll ? line4_ll : line4_nl);
@@ -975,7 +987,7 @@ int cs_dicom_jls_decode_own(const cs_dicom_info *info, const uint8_t *src, size_
             if (!rc && cap < (size_t)f.w * f.h * f.nf * (size_t)ob)
                 rc = cs_error_set(CS_ERANGE, "JPEG-LS: frame buffer too small");
             if (!rc) {
-                lines = malloc((size_t)2 * 4 * (f.w + 2) * sizeof *lines);
+                lines = malloc((size_t)2 * 4 * (f.w + 6) * sizeof *lines);
                 qtab = malloc((size_t)2 << f.p);
                 if (!lines || !qtab)
                     rc = cs_error_set(CS_ENOMEM, "JPEG-LS: no memory");
