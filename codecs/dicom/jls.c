@@ -33,9 +33,11 @@
  * common on noisy data: as branches they cost ~18 % of the time). Row loops
  * are specialised for NEAR 0 (reconstruction is a mask) and for 1 component
  * per line or 3 / 4 interleaved. What is left (perf, RG2_JLSL): ~85 % in
- * the row loop, ~40 cycles per regular-mode sample, against a dependency
- * chain of ~26; the bias-update branches (14 % of samples take one) and
- * the context store/load round trip are the rest.
+ * the row loop, ~40 cycles per regular-mode sample against a dependency
+ * chain of ~26; the bias-update branches (14 % of samples take one) are
+ * part of the rest, the VM exposes no counters to say more (a branchless
+ * bias update, a shorter chain through three sign-specific gradient tables,
+ * BMI2/LZCNT and k computed at use were all measured slower).
  *
  * Invariants: the SOF is checked against the dataset before a sample is
  * written; every sample is in 0..MAXVAL, so gradient lookups stay in the
