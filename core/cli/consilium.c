@@ -97,9 +97,9 @@ static const char *default_lib(const char *const *dirs, int n, char *buf, size_t
 }
 
 /* The node stored an instance: DICOMweb may render it ahead. */
-static void on_dicom_stored(void *server, const char *path)
+static void on_dicom_stored(void *server, const char *path, const char *ts)
 {
-    cs_server_dicom_stored(server, path);
+    cs_server_dicom_stored(server, path, ts);
 }
 
 static int cmd_serve(int argc, char **argv)

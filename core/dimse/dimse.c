@@ -73,7 +73,7 @@ struct cs_dimse {
     pthread_cond_t cv;
     unsigned kick; /* under mu: bumped when forward rows are queued */
     slot *slots;
-    void (*stored)(void *userdata, const char *path); /* cs_dimse_on_stored */
+    void (*stored)(void *userdata, const char *path, const char *ts); /* cs_dimse_on_stored */
     void *stored_ud;
 };
 
@@ -483,7 +483,7 @@ static int on_store(const cs_dicomnet_instance *in, void *userdata)
     cs_log(n->log, CS_LOG_VERBOSE, "stored %s (%s, %lld bytes) from %s", rel, in->transfer_syntax,
            (long long)in->size, in->calling_aet);
     if (n->stored)
-        n->stored(n->stored_ud, abs);
+        n->stored(n->stored_ud, abs, in->transfer_syntax);
     return CS_DICOMNET_SUCCESS;
 }
 
@@ -1338,7 +1338,8 @@ int cs_dimse_new(cs_dimse **out, const cs_dimse_opts *o)
     return 0;
 }
 
-void cs_dimse_on_stored(cs_dimse *n, void (*fn)(void *userdata, const char *path), void *userdata)
+void cs_dimse_on_stored(cs_dimse *n, void (*fn)(void *userdata, const char *path, const char *ts),
+                        void *userdata)
 {
     n->stored = fn;
     n->stored_ud = userdata;

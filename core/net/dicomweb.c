@@ -808,8 +808,7 @@ static void prerender_one(cs_dicomweb *w, const char *path)
         cs_dicom_open(&d, path) < 0)
         return;
     cs_dicom_get_info(d, &info);
-    /* uncompressed images render in a few ms: not worth the disk */
-    if (info.rows > 0 && info.cols > 0 && info.frames > 0 && !is_native_ts(info.transfer_syntax) &&
+    if (info.rows > 0 && info.cols > 0 && info.frames > 0 &&
         render_jpeg(d, 0, NULL, RENDER_QUALITY, 1, &data, &len) == 0) {
         snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", cp, (long)gettid());
         FILE *f = fopen(tmp, "wb");
@@ -841,10 +840,12 @@ static void prerender_thread(void *arg)
     }
 }
 
-void cs_dicomweb_prerender(cs_dicomweb *w, const char *path)
+void cs_dicomweb_prerender(cs_dicomweb *w, const char *path, const char *ts)
 {
     char *p;
-    if (w && w->pre && (p = strdup(path)) && cs_queue_try_push(w->pre, p) != 0)
+    /* uncompressed images render in a few ms: not worth a thread or the disk */
+    if (w && w->pre && ts && !is_native_ts(ts) && (p = strdup(path)) &&
+        cs_queue_try_push(w->pre, p) != 0)
         free(p); /* full: rendered on demand */
 }
 

@@ -70,8 +70,9 @@ typedef const char *(*cs_dicomweb_arg_fn)(void *ctx, const char *key);
  * @p prerender: start the thread that renders stored instances ahead. */
 CS_INTERNAL int cs_dicomweb_new(cs_dicomweb **out, const char *db_path, const char *store_dir,
                                 int readers, int prerender);
-/* Queue the store file @p path to be rendered ahead; never blocks. */
-CS_INTERNAL void cs_dicomweb_prerender(cs_dicomweb *w, const char *path);
+/* Queue the store file @p path, in transfer syntax @p ts, to be rendered
+ * ahead if it is compressed; never blocks. */
+CS_INTERNAL void cs_dicomweb_prerender(cs_dicomweb *w, const char *path, const char *ts);
 /* Answer GET /dicomweb/@p path; @p arg reads query arguments. */
 CS_INTERNAL void cs_dicomweb_handle(cs_dicomweb *w, const char *path, cs_dicomweb_arg_fn arg,
                                     void *ctx, cs_dicomweb_reply *out);

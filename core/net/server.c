@@ -1485,9 +1485,9 @@ cs_bus *cs_server_bus(cs_server *s)
     return s->bus;
 }
 
-void cs_server_dicom_stored(cs_server *s, const char *path)
+void cs_server_dicom_stored(cs_server *s, const char *path, const char *ts)
 {
-    cs_dicomweb_prerender(s->dicomweb, path);
+    cs_dicomweb_prerender(s->dicomweb, path, ts);
 }
 
 void cs_server_free(cs_server *s)

@@ -80,10 +80,12 @@ typedef struct cs_dimse_opts {
 CS_API int cs_dimse_new(cs_dimse **out, const cs_dimse_opts *opts);
 /** Start the accept loop and the forwarder. */
 CS_API int cs_dimse_start(cs_dimse *n);
-/** Call @p fn with the store file's path each time an instance is stored
- *  (new or replacing; not for a duplicate), after it is indexed, on the
- *  association's thread: @p fn must not block. Set before cs_dimse_start(). */
-CS_API void cs_dimse_on_stored(cs_dimse *n, void (*fn)(void *userdata, const char *path),
+/** Call @p fn with the store file's path and its transfer syntax UID each
+ *  time an instance is stored (new or replacing; not for a duplicate),
+ *  after it is indexed, on the association's thread: @p fn must not block.
+ *  Set before cs_dimse_start(). */
+CS_API void cs_dimse_on_stored(cs_dimse *n,
+                               void (*fn)(void *userdata, const char *path, const char *ts),
                                void *userdata);
 /** The bound port, our AE title, the store folder (borrowed). */
 CS_API int cs_dimse_port(const cs_dimse *n);

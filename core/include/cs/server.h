@@ -91,9 +91,10 @@ CS_API const char *cs_server_token(const cs_server *s);
  *  clients of /ws (topic "slide:ID" those subscribed to ID, "" all).
  *  Borrowed; valid until cs_server_free(). Thread-safe. */
 CS_API cs_bus *cs_server_bus(cs_server *s);
-/** The DICOM node stored the file @p path (new or replacing): queue it to
- *  be rendered ahead (see dicom_prerender). Never blocks; thread-safe. */
-CS_API void cs_server_dicom_stored(cs_server *s, const char *path);
+/** The DICOM node stored the file @p path (new or replacing) in transfer
+ *  syntax @p ts: queue it to be rendered ahead when compressed (see
+ *  dicom_prerender). Never blocks; thread-safe. */
+CS_API void cs_server_dicom_stored(cs_server *s, const char *path, const char *ts);
 /** First slide's id (for printing example URLs), or NULL. */
 CS_API const char *cs_server_slide_id(const cs_server *s, int index);
 CS_API void cs_server_free(cs_server *s);
