@@ -411,12 +411,16 @@ static void srt_close(cs_video_source *s)
     avio_closep(&s->srt_in);
 }
 
-/* Connects (or listens) and gives s->fmt the polling reader. */
-static int srt_open(cs_video_source *s, const char *url)
+/* Connects (or listens) and gives s->fmt the polling reader; @p opt: the
+ * caller's options, of which the SRT protocol takes its own. */
+static int srt_open(cs_video_source *s, const char *url, const AVDictionary *opt)
 {
     enum { SRT_BUF = 32768 };
+    AVDictionary *po = NULL;
+    av_dict_copy(&po, opt, 0);
     int e = avio_open2(&s->srt_in, url, AVIO_FLAG_READ | AVIO_FLAG_NONBLOCK,
-                       &s->fmt->interrupt_callback, NULL);
+                       &s->fmt->interrupt_callback, &po);
+    av_dict_free(&po);
     if (e < 0)
         return e;
     uint8_t *buf = av_malloc(SRT_BUF);
@@ -497,7 +501,7 @@ static int open_input(cs_video_source *s, const char *url)
         }
         s->fmt->interrupt_callback.callback = intr_cb;
         s->fmt->interrupt_callback.opaque = &s->in;
-        e = srt ? srt_open(s, u) : 0;
+        e = srt ? srt_open(s, u, o2) : 0;
         if (e >= 0) {
             e = avformat_open_input(&s->fmt, srt ? shown : u, ifmt, &o2);
         } else {
