@@ -183,6 +183,23 @@ def reference(path, inf, tmp):
     return ref_pydicom(path, inf), "pydicom", False
 
 
+class Cases:
+    """Runs check functions that return True/False; an exception is a
+    failure, reported with its case name, and the run goes on."""
+
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def run(self, name, fn):
+        try:
+            ok = fn()
+        except Exception as e:  # report every case, then fail
+            print("FAIL %s: %s" % (name, e))
+            ok = False
+        self.passed += bool(ok)
+        self.failed += not ok
+
+
 def report(passed, failed, skipped=0):
     print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
     sys.exit(1 if failed else 0)

@@ -486,17 +486,8 @@ def encoder_cases():
 
 def main():
     tmp = R.workdir("dicom_jls")
-    passed = failed = 0
-
-    def run(name, fn):
-        nonlocal passed, failed
-        try:
-            ok = fn()
-        except Exception as e:  # report every case, then fail
-            print("FAIL %s: %s" % (name, e))
-            ok = False
-        passed += ok
-        failed += not ok
+    cases = R.Cases()
+    run = cases.run
 
     # 1. the corpus's JPEG-LS files
     corpus = [p for p in R.files() if R.info(p)["transfer_syntax"] in R.JLS]
@@ -615,12 +606,12 @@ def main():
             return ok
         run(name, one)
 
-    total = passed + failed
+    total = cases.passed + cases.failed
     print("%d cases ran (expected at least %d)" % (total, MIN_CASES))
     if total < MIN_CASES:
         print("FAIL: only %d cases ran" % total)
-        failed += 1
-    R.report(passed, failed)
+        cases.failed += 1
+    R.report(cases.passed, cases.failed)
 
 
 if __name__ == "__main__":

@@ -244,17 +244,8 @@ def check(name, path, want, inf_expect, tmp):
 
 def main():
     tmp = R.workdir("dicom_ljpeg")
-    passed = failed = 0
-
-    def run(name, fn):
-        nonlocal passed, failed
-        try:
-            ok = fn()
-        except Exception as e:  # report every case, then fail
-            print("FAIL %s: %s" % (name, e))
-            ok = False
-        passed += ok
-        failed += not ok
+    cases = R.Cases()
+    run = cases.run
 
     # 1. dcmcjpeg variants of the uncompressed corpus files
     sources = ["CT_small.dcm", "MR-SIEMENS-DICOM-WithOverlays.dcm", "693_UNCR.dcm",
@@ -320,7 +311,7 @@ def main():
         return check("encoded: signed 12-bit, SV3, restart 8 rows", path,
                      R.normalize(img.reshape(1, 64, 80, 1), inf), {"pixel_signed": 1}, tmp)
     run("signed", signed12)
-    R.report(passed, failed)
+    R.report(cases.passed, cases.failed)
 
 
 if __name__ == "__main__":
