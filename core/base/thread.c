@@ -1,10 +1,14 @@
 /* Named pthreads, a fixed worker pool over cs_queue, and clocks. */
 #include "cs/thread.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cs/err.h"
 #include "cs/queue.h"
@@ -46,6 +50,18 @@ void cs_thread_join(cs_thread *t)
         return;
     pthread_join(t->tid, NULL);
     free(t);
+}
+
+int cs_thread_nice(int n)
+{
+    pid_t tid = gettid();
+    errno = 0;
+    int cur = getpriority(PRIO_PROCESS, (id_t)tid);
+    if (cur == -1 && errno)
+        cur = 0;
+    if (setpriority(PRIO_PROCESS, (id_t)tid, cur + n) != 0)
+        return cs_error_set(CS_EIO, "cannot renice to %d: %s", cur + n, strerror(errno));
+    return 0;
 }
 
 int64_t cs_clock_ns(void)

@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -759,7 +758,7 @@ static int cache_path(cs_dicomweb *w, const char *path, char *out, size_t cap)
         return CS_ENOTFOUND;
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
-    int n = (int)strcspn(base, "/");
+    int n = (int)strlen(base);
     if (n > 4 && !strcmp(base + n - 4, ".dcm"))
         n -= 4;
     int len = snprintf(out, cap, "%s/.rendered/%.*s_%lld_%lld.jpg", w->store, n, base,
@@ -825,10 +824,7 @@ static void prerender_one(cs_dicomweb *w, const char *path)
 static void prerender_thread(void *arg)
 {
     cs_dicomweb *w = arg;
-    /* behind the readers, the DICOM node and the tile server */
-    errno = 0;
-    int cur = getpriority(PRIO_PROCESS, (id_t)gettid());
-    setpriority(PRIO_PROCESS, (id_t)gettid(), (cur == -1 && errno ? 0 : cur) + 10);
+    cs_thread_nice(10); /* behind the readers, the DICOM node and the tile server */
     char dir[4200];
     snprintf(dir, sizeof(dir), "%s/.rendered", w->store);
     mkdir(dir, 0755);

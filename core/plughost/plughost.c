@@ -1703,15 +1703,8 @@ static void enter(plugin *p, lua_CFunction fn, void *arg, const char *what)
 static void renice(plugin *p)
 {
     int n = p->host->opts.nice;
-    if (n <= 0)
-        return;
-    pid_t tid = gettid();
-    errno = 0;
-    int cur = getpriority(PRIO_PROCESS, (id_t)tid);
-    if (cur == -1 && errno)
-        cur = 0;
-    if (setpriority(PRIO_PROCESS, (id_t)tid, cur + n) != 0)
-        cs_log(p->log, CS_LOG_DEBUG, "cannot renice to %d: %s", cur + n, strerror(errno));
+    if (n > 0 && cs_thread_nice(n))
+        cs_log(p->log, CS_LOG_DEBUG, "%s", cs_error_last());
 }
 
 static int plugin_idle_locked(plugin *p, int64_t now)

@@ -14,6 +14,9 @@ CS_API int cs_thread_start(cs_thread **out, const char *name, void (*fn)(void *u
                            void *userdata);
 /** Wait for the thread and free the handle. NULL is a no-op. */
 CS_API void cs_thread_join(cs_thread *t);
+/** Lower the calling thread's priority by @p n nice steps (Linux nices
+ *  threads one by one). @return 0, or CS_EIO (the message says why). */
+CS_API int cs_thread_nice(int n);
 
 /** Monotonic time in nanoseconds. */
 CS_API int64_t cs_clock_ns(void);
