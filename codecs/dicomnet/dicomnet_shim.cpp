@@ -166,42 +166,73 @@ int get_int(DcmItem *ds, const DcmTagKey &tag, int dflt)
     return end != buf ? (int)l : dflt;
 }
 
-int sha256_file(const char *path, char out[65], int64_t *size)
+/* The received file's SHA-256, taken while it grows: DCMTK calls
+ * rx_progress() after each PDV, and every RX_STEP bytes the new part of the
+ * file is hashed: the hashing overlaps the sender's next PDUs instead of
+ * following the last one. */
+#define RX_STEP (64u << 10)
+
+struct rx_hash {
+    int fd; /* a read descriptor of the temporary file */
+    EVP_MD_CTX *md;
+    int64_t hashed;     /* bytes hashed, from offset 0 */
+    unsigned long seen; /* dataset bytes at the last catch-up */
+    int err;            /* errno of a failed read, else 0 */
+};
+
+static void rx_catch_up(rx_hash *h)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return cs_error_set(CS_EIO, "cannot read %s: %s", path, strerror(errno));
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (!ctx) {
-        close(fd);
-        return cs_error_set(CS_ENOMEM, "out of memory");
-    }
-    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-    std::vector<unsigned char> buf(1 << 18);
-    int64_t total = 0;
-    int rc = 0;
-    for (;;) {
-        ssize_t n = read(fd, buf.data(), buf.size());
+    unsigned char buf[1 << 16];
+    while (!h->err) {
+        ssize_t n = pread(h->fd, buf, sizeof(buf), h->hashed);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0) {
-            rc = cs_error_set(CS_EIO, "cannot read %s: %s", path, strerror(errno));
+        if (n <= 0) {
+            h->err = n < 0 ? errno : 0;
             break;
         }
-        if (n == 0)
-            break;
-        EVP_DigestUpdate(ctx, buf.data(), (size_t)n);
-        total += n;
+        EVP_DigestUpdate(h->md, buf, (size_t)n);
+        h->hashed += n;
     }
+}
+
+static void rx_progress(void *userdata, unsigned long bytes)
+{
+    rx_hash *h = (rx_hash *)userdata;
+    if (bytes - h->seen < RX_STEP)
+        return;
+    h->seen = bytes;
+    rx_catch_up(h);
+}
+
+static void rx_free(rx_hash *h)
+{
+    if (h->fd >= 0)
+        close(h->fd);
+    EVP_MD_CTX_free(h->md);
+    h->fd = -1;
+    h->md = NULL;
+}
+
+/* Hash what is left of the (now closed) file into @p out; @return 0 or
+ * CS_EIO. */
+static int rx_finish(rx_hash *h, const char *path, char out[65], int64_t *size)
+{
+    /* Start writing the file back now: the parse below overlaps the I/O
+     * that a durable store's fdatasync then waits for. One request for the
+     * whole file: on a virtual disk each one costs an exit. A hint only
+     * (Linux); errors do not matter here. */
+    sync_file_range(h->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    rx_catch_up(h);
+    if (h->err)
+        return cs_error_set(CS_EIO, "cannot read %s: %s", path, strerror(h->err));
     unsigned char md[32];
     unsigned int mdlen = 0;
-    EVP_DigestFinal_ex(ctx, md, &mdlen);
-    EVP_MD_CTX_free(ctx);
-    close(fd);
+    EVP_DigestFinal_ex(h->md, md, &mdlen);
     for (int i = 0; i < 32; i++)
         snprintf(out + 2 * i, 3, "%02x", md[i]);
-    *size = total;
-    return rc;
+    *size = h->hashed;
+    return 0;
 }
 
 /* Parse @p path fully and fill @p inst. @return 0 or a DIMSE status. */
@@ -394,6 +425,7 @@ int serve_store(cs_dicomnet_assoc *a, T_ASC_PresentationContextID pid, T_DIMSE_C
     snprintf(tmp, sizeof(tmp), "%s/.rx-%ld-%lx-%u.part", h->tmp_dir ? h->tmp_dir : "/tmp",
              (long)getpid(), (unsigned long)(uintptr_t)a, a->rx++);
     DcmOutputFileStream *fs = NULL;
+    rx_hash rx = {-1, NULL, 0, 0, 0};
     OFCondition c = DIMSE_createFilestream(tmp, &req, a->assoc, pid, OFTrue, &fs);
     int status = CS_DICOMNET_SUCCESS;
     std::string why;
@@ -409,20 +441,15 @@ int serve_store(cs_dicomnet_assoc *a, T_ASC_PresentationContextID pid, T_DIMSE_C
         why = "cannot create a temporary file";
     } else {
         T_ASC_PresentationContextID dpid = pid;
-        c = DIMSE_receiveDataSetInFile(a->assoc, DIMSE_NONBLOCKING, a->timeout, &dpid, fs, NULL,
-                                       NULL);
+        rx.fd = open(tmp, O_RDONLY | O_CLOEXEC);
+        rx.md = EVP_MD_CTX_new();
+        if (rx.fd < 0 || !rx.md || !EVP_DigestInit_ex(rx.md, EVP_sha256(), NULL))
+            rx.err = rx.fd < 0 ? errno : ENOMEM;
+        c = DIMSE_receiveDataSetInFile(a->assoc, DIMSE_NONBLOCKING, a->timeout, &dpid, fs,
+                                       rx.err ? NULL : rx_progress, &rx);
         delete fs;
-        if (c.good()) {
-            /* Start writing the file back now: the parse and the hash below
-             * overlap the I/O that a durable store's fdatasync then waits
-             * for. A hint only (Linux); errors do not matter here. */
-            int fd = open(tmp, O_RDONLY | O_CLOEXEC);
-            if (fd >= 0) {
-                sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-                close(fd);
-            }
-        }
         if (c.bad()) {
+            rx_free(&rx);
             unlink(tmp);
             return cs_error_set(c == DIMSE_NODATAAVAILABLE ? CS_ETIMEDOUT : CS_EIO,
                                 "C-STORE of %s from %s: the dataset did not arrive whole: %s",
@@ -434,11 +461,12 @@ int serve_store(cs_dicomnet_assoc *a, T_ASC_PresentationContextID pid, T_DIMSE_C
     if (status == CS_DICOMNET_SUCCESS) {
         inst.path = tmp;
         copy(inst.calling_aet, sizeof(inst.calling_aet), a->calling);
-        status = describe(tmp, req, &inst, why);
-        if (status == CS_DICOMNET_SUCCESS && sha256_file(tmp, inst.sha256, &inst.size) < 0) {
+        if (rx_finish(&rx, tmp, inst.sha256, &inst.size) < 0) {
             status = CS_DICOMNET_OUT_OF_RESOURCES;
             why = cs_error_last();
         }
+        if (status == CS_DICOMNET_SUCCESS)
+            status = describe(tmp, req, &inst, why);
         if (status == CS_DICOMNET_SUCCESS) {
             status = h->store ? h->store(&inst, h->userdata) : CS_DICOMNET_OUT_OF_RESOURCES;
             if (status != CS_DICOMNET_SUCCESS)
@@ -446,6 +474,7 @@ int serve_store(cs_dicomnet_assoc *a, T_ASC_PresentationContextID pid, T_DIMSE_C
         }
         unlink(tmp); /* ENOENT once the store renamed it */
     }
+    rx_free(&rx);
     T_DIMSE_C_StoreRSP r;
     memset(&r, 0, sizeof(r));
     r.MessageIDBeingRespondedTo = req.MessageID;

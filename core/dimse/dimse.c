@@ -1,9 +1,10 @@
 /* The DICOM node: accept loop, one thread per association (C-ECHO, C-STORE
  * into the study store, C-FIND over the index), and the auto-forwarder.
  *
- * Invariants: a file is renamed into the store only after it arrived whole,
- * parsed and was fdatasync'd, and the rename is made durable (directory
- * fsync) before its index rows are written; the index rows, the
+ * Invariants: a file is renamed into the store only after it arrived whole
+ * and parsed; it is fdatasync'd (a replacement before its rename, a new
+ * instance after it) and the rename is made durable (directory fsync)
+ * before its index rows are written; the index rows, the
  * forward-queue rows and the audit record of an instance are one
  * transaction, committed (not synced: synchronous=NORMAL) before the C-STORE
  * response leaves. The files are the truth: a commit lost to a power cut is
@@ -62,7 +63,8 @@ struct cs_dimse {
     char db_path[PATH_CAP];
     int timeout;
     int max_assoc;
-    int fsync; /* sync files and commits before acknowledging */
+    int fsync;         /* sync files and commits before acknowledging */
+    int names_durable; /* fsync of a renamed file makes its name durable */
     route *routes;
     int nroutes;
     cs_dicomnet_listener *l;
@@ -232,6 +234,14 @@ static int load_config(cs_dimse *n, const cs_dimse_opts *o)
         json_t *fs = json_object_get(root, "fsync");
         n->fsync = fs ? json_is_true(fs) : 1;
     }
+    /* "dir_sync": "always" keeps the folder fsync where the filesystem
+     * would not need it (cs_file_names_durable()); "auto" is the default. */
+    const char *ds = json_string_value(json_object_get(root, "dir_sync"));
+    if (ds && strcmp(ds, "auto") && strcmp(ds, "always")) {
+        json_decref(root);
+        return cs_error_set(CS_EINVAL, "\"dir_sync\" is \"auto\" or \"always\", not \"%s\"", ds);
+    }
+    n->names_durable = !(ds && !strcmp(ds, "always"));
     json_t *to = json_object_get(root, "timeout_s");
     if (json_is_integer(to) && json_integer_value(to) > 0)
         n->timeout = (int)json_integer_value(to);
@@ -455,18 +465,28 @@ static int on_store(const cs_dicomnet_instance *in, void *userdata)
     if (r == 0)
         r = mkdir_one(dir, &c2);
     snprintf(abs, sizeof(abs), "%s/%s", n->store, rel);
-    if (r == 0 && n->fsync)
-        r = cs_file_sync(in->path, 0);
+    /* A new instance is renamed first and synced in its place. Where that
+     * fsync also makes the new name durable (cs_file_names_durable()), the
+     * folder's fsync is skipped: one device flush per instance instead of
+     * two. Until it has an index row nothing serves it, and a power cut
+     * before the sync leaves at most a cut file, which reconcile() refuses
+     * to index. A replacement keeps the other order, so that a cut file
+     * never takes the place of a whole one. */
+    int fresh = dup == 0;
+    if (r == 0 && n->fsync && !fresh)
+        r = cs_file_sync(in->path, CS_FILE_SYNC_DATA);
     if (r == 0 && rename(in->path, abs) != 0)
         r = cs_error_set(CS_EIO, "rename into %s: %s", abs, strerror(errno));
-    if (r == 0 && n->fsync)
-        r = cs_file_sync(dir, 1);
+    if (r == 0 && n->fsync && fresh)
+        r = cs_file_sync(abs, CS_FILE_SYNC_FULL);
+    if (r == 0 && n->fsync && !(fresh && n->names_durable))
+        r = cs_file_sync(dir, CS_FILE_SYNC_DIR);
     if (r == 0 && c2 && n->fsync) {
         char p[PATH_CAP];
         parent_of(p, sizeof(p), dir);
-        r = cs_file_sync(p, 1);
+        r = cs_file_sync(p, CS_FILE_SYNC_DIR);
         if (r == 0 && c1)
-            r = cs_file_sync(n->store, 1);
+            r = cs_file_sync(n->store, CS_FILE_SYNC_DIR);
     }
     if (r == 0)
         r = index_instance(w, in, rel, "DICOM instance received");
@@ -1301,6 +1321,7 @@ int cs_dimse_new(cs_dimse **out, const cs_dimse_opts *o)
             r = mkdir_one(n->tmp, &c);
         if (r == 0)
             clean_tmp(n->tmp); /* partial receptions of a previous run */
+        n->names_durable = n->names_durable && cs_file_names_durable(n->store);
     }
     if (r == 0) {
         cs_db *db;
@@ -1354,7 +1375,10 @@ int cs_dimse_start(cs_dimse *n)
         r = cs_thread_start(&n->fwd_thr[i], "dimse-fwd", fwd_main, n);
     if (r == 0)
         cs_log(n->log, CS_LOG_INFO, "DICOM node %s on port %d, store %s, %d route(s)%s", n->aet,
-               n->port, n->store, n->nroutes, n->fsync ? "" : ", fsync off");
+               n->port, n->store, n->nroutes,
+               !n->fsync          ? ", fsync off"
+               : n->names_durable ? ""
+                                  : ", folder fsync per instance");
     return r;
 }
 

@@ -225,11 +225,11 @@ static int finish_segment(cs_record *r)
     int rc = cs_video_out_close(r->out);
     r->out = NULL;
     if (!rc && r->o.sync)
-        rc = cs_file_sync(r->part, 0);
+        rc = cs_file_sync(r->part, CS_FILE_SYNC_DATA);
     if (!rc && rename(r->part, r->final))
         rc = cs_error_set(CS_EIO, "rename %s: %s", r->part, strerror(errno));
     if (!rc && r->o.sync)
-        rc = cs_file_sync(r->dir, 1);
+        rc = cs_file_sync(r->dir, CS_FILE_SYNC_DIR);
     char sha[65];
     int64_t bytes = 0;
     if (!rc)

@@ -5,7 +5,11 @@ store and indexes every file without a row: here rows are deleted while the
 node is down, a stray unparseable file and a misplaced one are dropped into
 the store, and after the restart the instances are indexed again, C-FIND and
 QIDO-RS find them, a forward is queued for each ("*" route) and an ATNA
-110104 "re-indexed" record is written; the stray files are skipped."""
+110104 "re-indexed" record is written; the stray files are skipped. A new
+instance is renamed into its place before its fsync, so a power cut there
+leaves a cut file under its own name: it is not indexed, and the sender's
+retry stores it whole."""
+import hashlib
 import json
 import os
 import shutil
@@ -49,6 +53,20 @@ def run(c, work):
     shutil.copy(files[0], os.path.join(sdir, "1.2.3.99.dcm"))  # its UIDs say elsewhere
     with open(os.path.join(node.store, ".tmp", "partial"), "wb") as f:
         f.write(b"half a reception")
+    # What a power cut before the in-place fsync leaves: the first pages of
+    # a new instance under its final name (the whole one is kept to resend).
+    import pydicom
+    ds = pydicom.dcmread(files[1])
+    cut_uid = pydicom.uid.generate_uid()
+    ds.SOPInstanceUID = cut_uid
+    ds.file_meta.MediaStorageSOPInstanceUID = cut_uid
+    whole = os.path.join(work, "whole", cut_uid + ".dcm")
+    os.makedirs(os.path.dirname(whole))
+    ds.save_as(whole, write_like_original=True)
+    with open(whole, "rb") as f:
+        data = f.read()
+    with open(os.path.join(sdir, cut_uid + ".dcm"), "wb") as f:
+        f.write(data[:8192])
     audits0 = node.query("SELECT count(*) FROM audit WHERE event LIKE '%re-indexed%'")[0][0]
 
     with h.Node(work, "HOSPITAL", config=cfg) as node2:
@@ -74,6 +92,10 @@ def run(c, work):
         log = node2.log_text()
         c.check("1.2.3.4.5.dcm skipped" in log, "the unparseable file is skipped and logged")
         c.check("1.2.3.99.dcm skipped" in log, "the misplaced file is skipped and logged")
+        c.check(node2.query("SELECT count(*) FROM dicom_instances WHERE sop_uid = ?",
+                            (cut_uid,))[0][0] == 0, "the cut file is not indexed")
+        c.check(cut_uid + ".dcm skipped" in log and "declares" in log,
+                "and the log says why (%s)" % [ln for ln in log.splitlines() if cut_uid in ln])
         c.check("reconcile: %d of" % n in log, "the start logs how many were re-indexed")
         c.check(node2.tmp_files() == [], "the temporary folder is emptied")
 
@@ -94,10 +116,16 @@ def run(c, work):
         c.check(st == 200 and len(json.loads(body)) == n,
                 "QIDO-RS lists its %d instances (%d)" % (n, len(json.loads(body)) if st == 200
                                                            else -1))
+        h.cli("send", node2.peer, whole, "-q")
+        got = node2.query("SELECT sha256 FROM dicom_instances WHERE sop_uid = ?", (cut_uid,))
+        with open(os.path.join(sdir, cut_uid + ".dcm"), "rb") as f:
+            stored = f.read()
+        c.check(got == [(hashlib.sha256(data).hexdigest(),)] and stored == data,
+                "the sender's retry stores it whole, in its place (%s)" % got)
 
     # A second start has nothing to do.
     with h.Node(work, "HOSPITAL", config=cfg) as node3:
-        c.check(node3.count() == n, "the index is unchanged (%d)" % node3.count())
+        c.check(node3.count() == n + 1, "the index is unchanged (%d)" % node3.count())
         st, _ = node3.http_get("/dicomweb/studies")
         c.check(st == 200, "and served (%d)" % st)
         c.check(node3.log_text().count("had no index row") == 1,
