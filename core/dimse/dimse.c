@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -37,11 +38,12 @@
 #include "cs/log.h"
 #include "cs/thread.h"
 
-#define PATH_CAP    4096
-#define FWD_THREADS 2     /* associations per peer at once: fills the RTT gaps */
-#define FWD_BATCH   8     /* rows a forwarder claims at a time */
-#define FWD_LEASE   300.0 /* s a claimed row is hidden from the other forwarder */
-#define STORE_CAP   3000  /* leaves room for study/series/sop below it */
+#define PATH_CAP     4096
+#define XATTR_SHA256 "user.consilium.sha256" /* the file's SHA-256 when stored, hex */
+#define FWD_THREADS  2                       /* associations per peer at once: fills the RTT gaps */
+#define FWD_BATCH    8                       /* rows a forwarder claims at a time */
+#define FWD_LEASE    300.0 /* s a claimed row is hidden from the other forwarder */
+#define STORE_CAP    3000  /* leaves room for study/series/sop below it */
 
 typedef struct route {
     char from_aet[17];
@@ -465,14 +467,18 @@ static int on_store(const cs_dicomnet_instance *in, void *userdata)
     if (r == 0)
         r = mkdir_one(dir, &c2);
     snprintf(abs, sizeof(abs), "%s/%s", n->store, rel);
-    /* A new instance is renamed first and synced in its place. Where that
-     * fsync also makes the new name durable (cs_file_names_durable()), the
-     * folder's fsync is skipped: one device flush per instance instead of
-     * two. Until it has an index row nothing serves it, and a power cut
-     * before the sync leaves at most a cut file, which reconcile() refuses
-     * to index. A replacement keeps the other order, so that a cut file
-     * never takes the place of a whole one. */
-    int fresh = dup == 0;
+    /* The content's SHA-256 rides with the file (an extended attribute):
+     * reconcile() re-indexes a file without its row only if the file still
+     * matches it. That is what lets a new instance be renamed first and
+     * synced in its place: where that fsync also makes the new name durable
+     * (cs_file_names_durable()) the folder's fsync is skipped, one device
+     * flush per instance instead of two. Until it has an index row nothing
+     * serves it, and a power cut before the sync leaves at most a cut or
+     * torn file that reconcile() refuses. Without the attribute, and for a
+     * replacement (a torn file must never take the place of a whole one),
+     * the file is synced before its rename. */
+    int tagged = r == 0 && setxattr(in->path, XATTR_SHA256, in->sha256, 64, 0) == 0;
+    int fresh = dup == 0 && tagged;
     if (r == 0 && n->fsync && !fresh)
         r = cs_file_sync(in->path, CS_FILE_SYNC_DATA);
     if (r == 0 && rename(in->path, abs) != 0)
@@ -1240,6 +1246,11 @@ static int reconcile_file(worker *w, const char *study, const char *series, cons
                          in.series_uid, in.sop_uid);
     if (r == 0)
         r = sha256_file(abs, in.sha256);
+    char rec[64];
+    if (r == 0 && getxattr(abs, XATTR_SHA256, rec, sizeof(rec)) == (ssize_t)sizeof(rec) &&
+        memcmp(rec, in.sha256, sizeof(rec)))
+        r = cs_error_set(CS_EFORMAT, "its content no longer matches the SHA-256 recorded when it"
+                                     " was stored (a write cut short by a power failure?)");
     snprintf(rel, sizeof(rel), "%.64s/%.64s/%.64s.dcm", study, series, sop); /* UIDs: <= 64 */
     if (r == 0)
         r = index_instance(w, &in, rel, "DICOM instance re-indexed from the store");

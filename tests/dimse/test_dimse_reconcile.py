@@ -7,8 +7,9 @@ the store, and after the restart the instances are indexed again, C-FIND and
 QIDO-RS find them, a forward is queued for each ("*" route) and an ATNA
 110104 "re-indexed" record is written; the stray files are skipped. A new
 instance is renamed into its place before its fsync, so a power cut there
-leaves a cut file under its own name: it is not indexed, and the sender's
-retry stores it whole."""
+leaves a cut or torn file under its own name: it is not indexed (it does not
+parse, or no longer matches the SHA-256 recorded with it in an extended
+attribute), and the sender's retry stores it whole."""
 import hashlib
 import json
 import os
@@ -36,6 +37,12 @@ def run(c, work):
         c.check(node.count() == n, "%d instances indexed (%d)" % (n, node.count()))
     files = node.store_files()
     c.check(len(files) == n, "and stored (%d files)" % len(files))
+    tags = []
+    for p in files:
+        with open(p, "rb") as f:
+            tags.append(os.getxattr(p, "user.consilium.sha256").decode()
+                        == hashlib.sha256(f.read()).hexdigest())
+    c.check(tags == [True] * n, "each carries its SHA-256 (user.consilium.sha256): %s" % tags)
 
     # A power cut after the acknowledgements lost the index commits: the
     # study's rows and their forward-queue rows are gone, the files are not.
@@ -67,6 +74,18 @@ def run(c, work):
         data = f.read()
     with open(os.path.join(sdir, cut_uid + ".dcm"), "wb") as f:
         f.write(data[:8192])
+    # A torn one: whole length, UIDs in place, but its last pages never
+    # reached the disk; its recorded SHA-256 gives it away.
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = torn_uid = \
+        pydicom.uid.generate_uid()
+    torn = os.path.join(work, "whole", torn_uid + ".dcm")
+    ds.save_as(torn, write_like_original=True)
+    with open(torn, "rb") as f:
+        tdata = f.read()
+    tpath = os.path.join(sdir, torn_uid + ".dcm")
+    with open(tpath, "wb") as f:
+        f.write(tdata[:-4096] + bytes(4096))
+    os.setxattr(tpath, "user.consilium.sha256", hashlib.sha256(tdata).hexdigest().encode())
     audits0 = node.query("SELECT count(*) FROM audit WHERE event LIKE '%re-indexed%'")[0][0]
 
     with h.Node(work, "HOSPITAL", config=cfg) as node2:
@@ -116,6 +135,10 @@ def run(c, work):
         c.check(st == 200 and len(json.loads(body)) == n,
                 "QIDO-RS lists its %d instances (%d)" % (n, len(json.loads(body)) if st == 200
                                                            else -1))
+        c.check(node2.query("SELECT count(*) FROM dicom_instances WHERE sop_uid = ?",
+                            (torn_uid,))[0][0] == 0 and torn_uid + ".dcm skipped" in log
+                and "no longer matches the SHA-256" in log,
+                "a torn file whose content differs from its recorded SHA-256 is refused")
         h.cli("send", node2.peer, whole, "-q")
         got = node2.query("SELECT sha256 FROM dicom_instances WHERE sop_uid = ?", (cut_uid,))
         with open(os.path.join(sdir, cut_uid + ".dcm"), "rb") as f:
