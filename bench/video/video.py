@@ -291,11 +291,17 @@ def ffrecv_cmd(url, join=False):
     # A joiner keeps its probed packets (no "nobuffer"): the ffmpeg CLI always
     # probes, and with nobuffer it would throw away the keyframe it joined on
     # and wait for the next one (our own receiver skips probing instead).
+    # "-threads 1" twice: before -i for the decoder, after it for the
+    # rawvideo ENCODER of the output, which is frame-threaded by default
+    # (threads auto = 2 here) and then hands each frame over only when a
+    # later one is submitted: 1 or 2 frames (33 or 67 ms) held at random,
+    # fixed for the whole run by a race in the first frames -- the
+    # bimodal 66/99 ms of earlier runs, for both pipelines.
     return ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error",
             "-fflags", "noparse+nofillin" if join else "nobuffer+noparse+nofillin", "-flags", "low_delay", "-threads", "1",
             "-f", "mpegts", "-probesize", "32768", "-analyzeduration", "100000",
-            "-i", url, "-map", "0:v", "-fps_mode", "passthrough", "-f", "rawvideo",
-            "-pix_fmt", "yuv420p",
+            "-i", url, "-map", "0:v", "-fps_mode", "passthrough", "-threads", "1",
+            "-f", "rawvideo", "-pix_fmt", "yuv420p",
             "-flush_packets", "1", "-"]
 
 
