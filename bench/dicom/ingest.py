@@ -1,8 +1,9 @@
 """C-STORE ingest and C-FIND latency: our DICOM node against Orthanc 1.10.
 
 Ours runs twice: durable (default: acknowledged once the file is
-fdatasync'd, renamed and its directory fsync'd; the index is committed
-unsynced and rebuilt from the files at start) and with "fsync": false (acknowledged once written and
+renamed into its place and fsync'd there, its directory too where the
+filesystem needs it; the index is committed unsynced and rebuilt from the
+files at start) and with "fsync": false (acknowledged once written and
 committed, Orthanc's own guarantee). Same files (N generated 512x512 16-bit CT slices, uncompressed explicit
 VR little endian, ~0.5 MB each), same sender (DCMTK storescu, one
 association), each server with a fresh store; Orthanc runs with
@@ -126,7 +127,7 @@ def pct(v, p):
 
 def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 300
-    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     work = tempfile.mkdtemp(prefix="bench-ingest-", dir=h.WORK)
     try:
         result = bench(work, n, runs)
