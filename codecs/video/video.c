@@ -1087,6 +1087,14 @@ int cs_video_out_open(cs_video_out **out, const char *url, const cs_video_enc *e
         cs_video_enc_size(enc, NULL, NULL, &fps);
         v->st->avg_frame_rate = (AVRational){fps, 1};
         v->st->r_frame_rate = (AVRational){fps, 1};
+        /* MPEG-TS: the PCR runs this far behind each frame's DTS, the
+         * decoder buffer delay a T-STD receiver (a hardware decoder, a
+         * videoconference gateway) schedules by. It must cover the VBV
+         * buffer (2 frames by default) or such a receiver sees every frame
+         * late; libavformat-based receivers, ours included, decode on
+         * arrival and do not wait for it. MP4 has no use for it. */
+        int three_frames_us = 3000000 / (fps > 0 ? fps : 1);
+        v->oc->max_delay = v->mp4 ? 0 : three_frames_us > 100000 ? three_frames_us : 100000;
         rc = dict_parse(&opt, o->options);
     }
     if (!rc && !(v->oc->oformat->flags & AVFMT_NOFILE)) {
@@ -1112,7 +1120,6 @@ int cs_video_out_open(cs_video_out **out, const char *url, const cs_video_enc *e
             av_dict_set(&opt, "omit_video_pes_length", "0", 0);
         }
         av_dict_set(&opt, "flush_packets", "1", 0);
-        v->oc->max_delay = 0;
     }
     if (rc) {
         av_dict_free(&opt);

@@ -133,6 +133,54 @@ c.check(rc == 0 and len(entries2) > len(entries) and
         entries2[len(entries)]["seq"] == entries[-1]["seq"] + 1,
         "a restarted recorder continues the chain (rc %d, %s)" % (rc, err[-300:]))
 
+
+
+def ts_pcr_margins(data):
+    """DTS (else PTS) minus PCR, in ms, of every video PES that starts in a
+    TS packet carrying a PCR: the decoder buffer delay a T-STD receiver
+    schedules by."""
+    out = []
+    for i in range(0, len(data) - 187, 188):
+        b = data[i:i + 188]
+        if b[0] != 0x47 or not b[3] & 0x20 or b[4] == 0 or not b[5] & 0x10:
+            continue
+        pcr = (b[6] << 25) | (b[7] << 17) | (b[8] << 9) | (b[9] << 1) | (b[10] >> 7)
+        p = 5 + b[4]
+        if not b[1] & 0x40 or b[p:p + 3] != b"\0\0\1" or b[p + 3] & 0xF0 != 0xE0:
+            continue
+        flags, q = b[p + 7] >> 6, p + 9 + (5 if b[p + 7] >> 6 == 3 else 0)
+        if flags < 2:
+            continue
+        t = ((b[q] >> 1) & 7) << 30 | b[q + 1] << 22 | (b[q + 2] >> 1) << 15 | b[q + 3] << 7 | \
+            b[q + 4] >> 1
+        out.append((t - pcr) / 90.0)
+    return out
+
+
+# MPEG-TS timing a hardware decoder or a videoconference gateway can follow:
+# each frame's DTS lies ahead of the PCR by more than the 2-frame VBV buffer.
+# Raw TS from our UDP output (the same muxer settings as SRT).
+import socket  # noqa: E402
+us = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+us.bind(("127.0.0.1", 0))
+us.settimeout(5)
+raw = b""
+with vh.Proc(d, "udp", ["stream", "--source", "testsrc", "--size", "640x360", "--out",
+                        "udp://127.0.0.1:%d?pkt_size=1316" % us.getsockname()[1],
+                        "--duration", "3"]) as su:
+    try:
+        while len(raw) < 400000:
+            raw += us.recv(65536)
+    except socket.timeout:
+        pass
+    su.wait(30)
+us.close()
+m = ts_pcr_margins(raw)
+print("DTS ahead of PCR: %d frames, min %.1f ms" % (len(m), min(m) if m else -1))
+c.check(len(m) >= 3 and min(m) >= 67,
+        "every PCR-stamped frame's DTS is >= 67 ms ahead of the PCR (%d frames, %s ms)" %
+        (len(m), sorted(set(round(x) for x in m))[:5]))
+
 # tampering is found
 t = os.path.join(d, "tampered")
 
