@@ -16,9 +16,12 @@ codecs/video/video.c) and writes a machine-readable block barcode (frame
 number, capture time) into the top 16 rows of each frame. Receivers decode
 with `ffmpeg -i srt://... -f rawvideo -` and this file ("recv" mode) reads the
 barcode: capture-to-decoded latency and frame numbers measured the same way
-for both pipelines. Quality: sampled received frames against the same frames
-regenerated from the image, with ffmpeg's psnr and ssim filters (the barcode
-band excluded).
+for both pipelines. Quality: every 13th received frame (13 is prime to the
+60-frame GOP, so the samples cover every position in a GOP for both
+pipelines; every 30th put half of FFmpeg's samples on its IDRs, which sit on
+frames n % 60 == 0; ~138 samples in 60 s, since PSNR moves ~12 dB within a
+GOP) against the same frames regenerated from the image, with ffmpeg's psnr
+and ssim filters (the barcode band excluded).
 
 usage: video.py [DURATION_S [LATENCY_MS]]   (default 60 s, 8 ms for the
 latency phase). Env: CS_BIN, CS_SRTCOUNT, CS_WORK, CS_TESTDATA; CS_PHASES
@@ -297,9 +300,12 @@ def ffrecv_cmd(url, join=False):
     # later one is submitted: 1 or 2 frames (33 or 67 ms) held at random,
     # fixed for the whole run by a race in the first frames -- the
     # bimodal 66/99 ms of earlier runs, for both pipelines.
+    # probesize: probing ends once the first frame decodes, but a 1080p IDR
+    # (up to the 2-frame VBV, ~33 kB at 4 Mbit/s, plus TS overhead) did not
+    # always fit in 32 kB: "could not find codec parameters", no frames.
     return ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error",
             "-fflags", "noparse+nofillin" if join else "nobuffer+noparse+nofillin", "-flags", "low_delay", "-threads", "1",
-            "-f", "mpegts", "-probesize", "32768", "-analyzeduration", "100000",
+            "-f", "mpegts", "-probesize", "262144", "-analyzeduration", "100000",
             "-i", url, "-map", "0:v", "-fps_mode", "passthrough", "-threads", "1",
             "-f", "rawvideo", "-pix_fmt", "yuv420p",
             "-flush_packets", "1", "-"]
@@ -363,7 +369,7 @@ def sender_cmd(ctx, who, w, h, kbps, latency, ports, dur):
 
 
 def run_pipeline(ctx, who, w, h, kbps, dur, latency, img, nlight=3, joins=(), ours_native=False,
-                 samples_every=30, barcode=True):
+                 samples_every=13, barcode=True):
     """One pipeline: generator -> sender -> 1 decoding barcode receiver
     (unless not barcode) + nlight light receivers (+ joiners at the given
     times, + our native receiver). Returns its figures."""
