@@ -285,7 +285,7 @@ def srt_url(port, latency_ms):
     return f"srt://127.0.0.1:{port}?passphrase={PASS}&latency={latency_ms * 1000}"
 
 
-def ffrecv_cmd(url, join=False):
+def ffrecv_cmd(url, kbps, join=False):
     # Same decoding receiver for both pipelines, with the demuxer and decoder
     # settings of our own receiver (codecs/video/video.c open_input): MPEG-TS
     # without the parser (a frame is handed over when its PES is complete),
@@ -300,12 +300,14 @@ def ffrecv_cmd(url, join=False):
     # later one is submitted: 1 or 2 frames (33 or 67 ms) held at random,
     # fixed for the whole run by a race in the first frames -- the
     # bimodal 66/99 ms of earlier runs, for both pipelines.
-    # probesize: probing ends once the first frame decodes, but a 1080p IDR
-    # (up to the 2-frame VBV, ~33 kB at 4 Mbit/s, plus TS overhead) did not
-    # always fit in 32 kB: "could not find codec parameters", no frames.
+    # probesize: the CLI reads that much before its first frame, so it is
+    # joining time (256 kB: +0.6 s at 4 Mbit/s); but it must hold the first
+    # IDR (up to the 2-frame VBV, ~33 kB at 4 Mbit/s, plus TS overhead): 32 kB
+    # sometimes did not ("could not find codec parameters", no frames). So
+    # four frames' worth at the bitrate, at least 32 kB.
     return ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error",
             "-fflags", "noparse+nofillin" if join else "nobuffer+noparse+nofillin", "-flags", "low_delay", "-threads", "1",
-            "-f", "mpegts", "-probesize", "262144", "-analyzeduration", "100000",
+            "-f", "mpegts", "-probesize", str(max(32768, kbps * 1000 // 8 * 4 // 30)), "-analyzeduration", "100000",
             "-i", url, "-map", "0:v", "-fps_mode", "passthrough", "-threads", "1",
             "-f", "rawvideo", "-pix_fmt", "yuv420p",
             "-flush_packets", "1", "-"]
@@ -399,7 +401,7 @@ def run_pipeline(ctx, who, w, h, kbps, dur, latency, img, nlight=3, joins=(), ou
         samp = os.path.join(ctx.work, f"{tag}_samples.yuv")
         r1d = r1 = None
         if barcode:
-            r1d = procs.start(ffrecv_cmd(srt_url(port_of(0), latency)), stdout=subprocess.PIPE,
+            r1d = procs.start(ffrecv_cmd(srt_url(port_of(0), latency), kbps), stdout=subprocess.PIPE,
                               stderr=open(os.path.join(ctx.work, f"{tag}_r1.log"), "w"))
             r1 = procs.start([PY, ME, "recv", rj, str(w), str(h), str(time.time_ns()), "3",
                               samp, str(samples_every)], stdin=r1d.stdout)
@@ -432,7 +434,7 @@ def run_pipeline(ctx, who, w, h, kbps, dur, latency, img, nlight=3, joins=(), ou
                 time.sleep(0.2)
             jport = port_of(1 + nlight + (1 if ours_native else 0) + k)
             jj = os.path.join(ctx.work, f"{tag}_join{k}.json")
-            jd = procs.start(ffrecv_cmd(srt_url(jport, latency), join=True), stdout=subprocess.PIPE,
+            jd = procs.start(ffrecv_cmd(srt_url(jport, latency), kbps, join=True), stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL)
             jr = procs.start([PY, ME, "recv", jj, str(w), str(h), str(time.time_ns()), "0"],
                              stdin=jd.stdout)
