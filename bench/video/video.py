@@ -23,8 +23,10 @@ frames n % 60 == 0; ~138 samples in 60 s, since PSNR moves ~12 dB within a
 GOP) against the same frames regenerated from the image, with ffmpeg's psnr
 and ssim filters (the barcode band excluded).
 
-usage: video.py [DURATION_S [LATENCY_MS]]   (default 60 s, 8 ms for the
-latency phase). Env: CS_BIN, CS_SRTCOUNT, CS_WORK, CS_TESTDATA; CS_PHASES
+usage: video.py [DURATION_S [LATENCY_MS]]   (default 60 s, 2 ms for the
+latency phase: SRT's latency is a receive buffer for retransmissions, sized
+at 4 x RTT or more; loopback's RTT is ~0.05 ms, so 2 ms is 40 x RTT, and
+both pipelines get the same). Env: CS_BIN, CS_SRTCOUNT, CS_WORK, CS_TESTDATA; CS_PHASES
 (comma list of a1080,a720,lat1080,lat720,fanout; default all),
 CS_FANOUT (e.g. "10,20,30,50,64,80,100"), CS_FANOUT_S (20).
 Prints a table, then one JSON object ("bench": "video")."""
@@ -745,7 +747,7 @@ def ratio(a, b):
 
 def main():
     dur = int(sys.argv[1]) if len(sys.argv) > 1 else 60
-    lat = int(sys.argv[2]) if len(sys.argv) > 2 else 8
+    lat = int(sys.argv[2]) if len(sys.argv) > 2 else 2
     phases = os.environ.get("CS_PHASES", "a1080,a720,lat1080,lat720,fanout").split(",")
     steps = [int(x) for x in os.environ.get("CS_FANOUT", "10,20,30,40,50,64,80").split(",")]
     fdur = int(os.environ.get("CS_FANOUT_S", "20"))
