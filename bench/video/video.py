@@ -306,10 +306,10 @@ def ffrecv_cmd(url, kbps, join=False):
     # joining time (256 kB: +0.6 s at 4 Mbit/s); but it must hold the first
     # IDR (up to the 2-frame VBV, ~33 kB at 4 Mbit/s, plus TS overhead): 32 kB
     # sometimes did not ("could not find codec parameters", no frames). So
-    # four frames' worth at the bitrate, at least 32 kB.
+    # three frames' worth at the bitrate (50 kB at 4 Mbit/s), at least 32 kB.
     return ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error",
             "-fflags", "noparse+nofillin" if join else "nobuffer+noparse+nofillin", "-flags", "low_delay", "-threads", "1",
-            "-f", "mpegts", "-probesize", str(max(32768, kbps * 1000 // 8 * 4 // 30)), "-analyzeduration", "100000",
+            "-f", "mpegts", "-probesize", str(max(32768, kbps * 1000 // 8 * 3 // 30)), "-analyzeduration", "100000",
             "-i", url, "-map", "0:v", "-fps_mode", "passthrough", "-threads", "1",
             "-f", "rawvideo", "-pix_fmt", "yuv420p",
             "-flush_packets", "1", "-"]
@@ -624,6 +624,8 @@ def summarize(r, fps=30):
 
 def phase_a(ctx, img, w, h, kbps, dur, latency=20):
     joins = [t for t in (10.3, 20.9, 31.5) if t + 5 < dur] or ([dur / 2] if dur >= 8 else [])
+    if os.environ.get("CS_NOJOIN"):  # quality without the IDRs we force for joiners
+        joins = []
     res = {}
     for who in ("ours", "ffmpeg"):
         print(f"# {who} {w}x{h} {kbps} kbit/s, {dur} s, SRT latency {latency} ms ...",
