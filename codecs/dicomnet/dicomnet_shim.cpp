@@ -168,8 +168,8 @@ int get_int(DcmItem *ds, const DcmTagKey &tag, int dflt)
 
 /* The received file's SHA-256, taken while it grows: DCMTK calls
  * rx_progress() after each PDV, and every RX_STEP bytes the new part of the
- * file is hashed: the hashing overlaps the sender's next PDUs instead of
- * following the last one. */
+ * file is hashed from the page cache, instead of opening and reading the
+ * whole file again after the last PDV. */
 #define RX_STEP (64u << 10)
 
 struct rx_hash {

@@ -2,9 +2,10 @@
  * into the study store, C-FIND over the index), and the auto-forwarder.
  *
  * Invariants: a file is renamed into the store only after it arrived whole
- * and parsed; it is fdatasync'd (a replacement before its rename, a new
- * instance after it) and the rename is made durable (directory fsync)
- * before its index rows are written; the index rows, the
+ * and parsed, carrying its SHA-256; it is synced (a replacement before its
+ * rename, a new instance after it) and its name made durable (by that
+ * fsync where cs_file_names_durable(), else the folder's) before its index
+ * rows are written; the index rows, the
  * forward-queue rows and the audit record of an instance are one
  * transaction, committed (not synced: synchronous=NORMAL) before the C-STORE
  * response leaves. The files are the truth: a commit lost to a power cut is
