@@ -207,6 +207,7 @@ struct cs_vpacket {
     atomic_int ref;
     AVPacket *av; /* time base: microseconds */
     int64_t capture_ns;
+    const cs_video_enc *enc;
 };
 
 cs_vpacket *cs_vpacket_ref(cs_vpacket *p)
@@ -242,6 +243,11 @@ int64_t cs_vpacket_capture_ns(const cs_vpacket *p)
 int64_t cs_vpacket_pts_us(const cs_vpacket *p)
 {
     return p->av->pts;
+}
+
+const cs_video_enc *cs_vpacket_encoder(const cs_vpacket *p)
+{
+    return p->enc;
 }
 
 /* --------------------------------------------------------------- sources */
@@ -924,6 +930,25 @@ void cs_video_enc_size(const cs_video_enc *e, int *w, int *h, int *fps)
         *fps = e->o.fps;
 }
 
+int cs_video_enc_keyint(const cs_video_enc *e)
+{
+    return e->o.keyint;
+}
+
+int64_t cs_video_enc_next(const cs_video_enc *e)
+{
+    return e->n;
+}
+
+int cs_video_enc_skip_to(cs_video_enc *e, int64_t n)
+{
+    if (n < e->n)
+        return cs_error_set(CS_EINVAL, "encoder: frame %lld after frame %lld", (long long)n,
+                            (long long)e->n - 1);
+    e->n = n;
+    return 0;
+}
+
 int cs_video_enc_send(cs_video_enc *e, cs_vframe *f, int force_idr)
 {
     if (f && (f->av->width != e->o.width || f->av->height != e->o.height))
@@ -980,6 +1005,7 @@ int cs_video_enc_receive(cs_video_enc *e, cs_vpacket **out)
         return cs_error_set(CS_ENOMEM, "out of memory");
     }
     p->capture_ns = e->capture[e->pkt->pts % CAPTURE_RING];
+    p->enc = e;
     av_packet_move_ref(p->av, e->pkt);
     av_packet_rescale_ts(p->av, e->ctx->time_base, AV_TIME_BASE_Q);
     p->av->duration = 1000000 / e->o.fps;

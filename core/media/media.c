@@ -17,6 +17,8 @@
 #define IDR_MIN_NS     250000000LL
 #define LAT_RING       256
 #define BACKOFF_MAX_MS 5000
+#define JOIN_WAIT_MS   200 /* a joiner waits for a keyframe due this soon */
+#define HOLD_MAX       8   /* packets a sink holds while it switches streams */
 
 enum { SINK_RECEIVER, SINK_OUTPUT, SINK_RECORD };
 static const char *const sink_kinds[] = {"receiver", "output", "record"};
@@ -34,6 +36,13 @@ typedef struct sink {
     cs_video_out *out;
     cs_record *rec;
     atomic_int need_key, done;
+    /* joined through the bridge (see bridge_thread): fed by it until the
+     * shared stream's keyframe at switch_us (INT64_MAX: none yet) */
+    atomic_int bridged;
+    _Atomic int64_t switch_us;
+    cs_vpacket *held[HOLD_MAX]; /* the sink thread's: see sink_route */
+    int nheld;
+    int64_t last_us; /* the sink thread's: the last packet written */
     _Atomic int64_t bytes, packets, drops;
     int64_t since_ns;
     char error[256];
@@ -58,13 +67,20 @@ struct cs_media {
     char src_shown[700]; /* the source URL, redacted */
     atomic_int idr_req;
     int64_t last_idr_ns;
-    /* stats */
+    /* the join bridge (see bridge_thread): br_enc is the bridge thread's,
+     * the rest but join_req the encode thread's; no br_enc: no bridge */
+    cs_video_enc *br_enc;
+    cs_queue *br_q;
+    cs_thread *br_th;
+    atomic_int join_req;
+    int br_active, br_idr;
+    int64_t br_idr_ns, last_key_n; /* stats */
     atomic_int src_state;
     char src_error[300];
     char src_codec[32];
     int src_w, src_h;
     _Atomic int64_t frames_in, late_drops, src_errors;
-    int64_t frames_out, slate_frames, freeze_frames, keyframes, bytes_enc;
+    int64_t frames_out, slate_frames, freeze_frames, keyframes, bytes_enc, bridged;
     int64_t lat_ns[LAT_RING];
     int nlat;
     json_t *last_stats;
@@ -90,13 +106,29 @@ void cs_media_request_idr(cs_media *m)
     atomic_store(&m->idr_req, 1);
 }
 
+/* A receiver or output waits for a keyframe: see join_start. */
+static void request_join(cs_media *m)
+{
+    atomic_store(&m->join_req, 1);
+}
+
 /* ----------------------------------------------------------------- sinks */
+
+static void sink_unbridge(sink *s)
+{
+    atomic_store(&s->bridged, 0);
+    atomic_store(&s->switch_us, INT64_MAX);
+    for (int i = 0; i < s->nheld; i++)
+        cs_vpacket_unref(s->held[i]);
+    s->nheld = 0;
+}
 
 static void sink_free(sink *s)
 {
     if (!s)
         return;
     cs_queue_free(s->q);
+    sink_unbridge(s);
     cs_video_out_close(s->out);
     if (s->rec && cs_record_close(s->rec))
         cs_log(s->m->log, CS_LOG_ERROR, "recording: %s", cs_error_last());
@@ -113,6 +145,7 @@ static int sink_write(sink *s, cs_vpacket *p)
     }
     int rc = s->rec ? cs_record_write(s->rec, p) : cs_video_out_write(s->out, p);
     if (!rc) {
+        s->last_us = cs_vpacket_pts_us(p);
         atomic_fetch_add(&s->bytes, (int64_t)cs_vpacket_size(p));
         atomic_fetch_add(&s->packets, 1);
     }
@@ -129,9 +162,57 @@ static int sink_open_output(sink *s)
     oo.interrupt_userdata = s->m;
     int rc = cs_video_out_open(&s->out, s->url, s->m->enc, &oo);
     if (!rc) {
+        /* a new stream: whatever the bridge had begun for the last one
+         * starts again (the encode thread may mark it again) */
+        sink_unbridge(s);
         atomic_store(&s->need_key, 1);
-        cs_media_request_idr(s->m);
+        request_join(s->m);
     }
+    return rc;
+}
+
+/* The switch from the bridge's stream to the shared one: the held packets
+ * (the first is the shared stream's keyframe), then @p p if not NULL. */
+static int sink_switch(sink *s, cs_vpacket *p)
+{
+    int rc = 0;
+    atomic_store(&s->bridged, 0);
+    for (int i = 0; i < s->nheld; i++) {
+        if (!rc)
+            rc = sink_write(s, s->held[i]);
+        cs_vpacket_unref(s->held[i]);
+    }
+    s->nheld = 0;
+    return rc || !p ? rc : sink_write(s, p);
+}
+
+/* A packet from either encoder: a sink that joined through the bridge
+ * takes the bridge's packets up to the shared stream's keyframe at
+ * switch_us, then the shared stream's. The two encoders run in two
+ * threads, so around the switch their packets come in either order: the
+ * shared stream's wait in held until the bridge's frame before the switch
+ * is written (or HOLD_MAX of them, if the bridge skipped it). */
+static int sink_route(sink *s, cs_vpacket *p)
+{
+    int from_bridge = cs_vpacket_encoder(p) != s->m->enc;
+    if (!atomic_load(&s->bridged))
+        return from_bridge ? 0 : sink_write(s, p);
+    int64_t pts = cs_vpacket_pts_us(p), sw = atomic_load(&s->switch_us);
+    int64_t frame_us = 1000000 / s->m->fps;
+    if (!from_bridge) {
+        if (pts < sw)
+            return 0;
+        if (s->nheld == HOLD_MAX ||
+            (!s->nheld && !atomic_load(&s->need_key) && pts - s->last_us < frame_us * 3 / 2))
+            return sink_switch(s, p);
+        s->held[s->nheld++] = cs_vpacket_ref(p);
+        return 0;
+    }
+    if (pts >= sw) /* a later bridge: this one has ended */
+        return sink_switch(s, NULL);
+    int rc = sink_write(s, p);
+    if (!rc && sw != INT64_MAX && sw - pts < frame_us * 3 / 2)
+        rc = sink_switch(s, NULL);
     return rc;
 }
 
@@ -161,7 +242,7 @@ static void sink_thread(void *arg)
         if (rc)
             continue;
         cs_vpacket *p = item;
-        rc = sink_write(s, p);
+        rc = sink_route(s, p);
         cs_vpacket_unref(p);
         if (!rc)
             continue;
@@ -197,6 +278,7 @@ static int sink_add(cs_media *m, int kind, const char *url, cs_video_out *out, c
     snprintf(s->url, sizeof(s->url), "%s", url);
     cs_video_url_redact(url, s->shown, sizeof(s->shown));
     atomic_init(&s->need_key, 1);
+    atomic_init(&s->switch_us, INT64_MAX);
     int cap = m->o.sink_queue ? m->o.sink_queue : 2 * m->fps;
     int rc = cs_queue_new(&s->q, (size_t)cap, (void (*)(void *))cs_vpacket_unref);
     if (rc) {
@@ -248,23 +330,24 @@ static int receivers_locked(cs_media *m)
     return n;
 }
 
-static void fan_out(cs_media *m, cs_vpacket *p)
+/* @p p to every sink (from the bridge: to those it feeds). */
+static void fan_out(cs_media *m, cs_vpacket *p, int from_bridge)
 {
-    int want_idr = 0;
+    int want_key = 0;
     pthread_mutex_lock(&m->mu);
     for (sink *s = m->sinks; s; s = s->next) {
-        if (atomic_load(&s->done))
+        if (atomic_load(&s->done) || (from_bridge && !atomic_load(&s->bridged)))
             continue;
         if (cs_queue_try_push(s->q, cs_vpacket_ref(p))) {
             cs_vpacket_unref(p);
             atomic_fetch_add(&s->drops, 1);
             if (!atomic_exchange(&s->need_key, 1))
-                want_idr = s->kind != SINK_RECORD;
+                want_key |= s->kind != SINK_RECORD;
         }
     }
     pthread_mutex_unlock(&m->mu);
-    if (want_idr)
-        cs_media_request_idr(m);
+    if (want_key)
+        request_join(m);
 }
 
 /* -------------------------------------------------------------- listener */
@@ -308,7 +391,7 @@ static void listen_thread(void *arg)
             continue;
         }
         cs_log(m->log, CS_LOG_INFO, "receiver joined on %s (%d watching)", shown, n + 1);
-        cs_media_request_idr(m);
+        request_join(m);
     }
 }
 
@@ -518,15 +601,15 @@ static json_t *stats_locked(cs_media *m, double fps, double kbps)
     }
     return json_pack(
         "{s:{s:s, s:s, s:s, s:s, s:i, s:i, s:I, s:I}, s:i, s:i, s:i, s:f, s:f, s:I, s:I, s:I, "
-        "s:I, s:I, s:{s:f, s:f}, s:i, s:o}",
+        "s:I, s:I, s:I, s:{s:f, s:f}, s:i, s:o}",
         "source", "url", m->src_shown, "state", src_states[atomic_load(&m->src_state)], "error",
         m->src_error, "codec", m->src_codec, "width", m->src_w, "height", m->src_h, "frames",
         (json_int_t)atomic_load(&m->frames_in), "errors", (json_int_t)atomic_load(&m->src_errors),
         "width", m->w, "height", m->h, "fps_target", m->fps, "fps", fps, "bitrate_kbps", kbps,
         "frames", (json_int_t)m->frames_out, "dropped", (json_int_t)atomic_load(&m->late_drops),
         "slate_frames", (json_int_t)m->slate_frames, "freeze_frames", (json_int_t)m->freeze_frames,
-        "keyframes", (json_int_t)m->keyframes, "latency_ms", "p50",
-        n ? (double)lat[n / 2] / 1e6 : 0.0, "p95", n ? (double)lat[n * 95 / 100] / 1e6 : 0.0,
+        "keyframes", (json_int_t)m->keyframes, "bridged", (json_int_t)m->bridged, "latency_ms",
+        "p50", n ? (double)lat[n / 2] / 1e6 : 0.0, "p95", n ? (double)lat[n * 95 / 100] / 1e6 : 0.0,
         "receivers", receivers, "sinks", sinks);
 }
 
@@ -552,10 +635,131 @@ static void stats_tick(cs_media *m, int force)
     json_decref(st);
 }
 
+/* ----------------------------------------------------------------- bridge
+ *
+ * A receiver that joins mid-GOP needs a keyframe, and one forced into the
+ * shared stream costs every other viewer: at a VBV of two frames an IDR
+ * is ~12 dB below the frames around it, and the GOP takes a second to
+ * recover. So unless the shared stream's next keyframe is due within
+ * JOIN_WAIT_MS, a second encoder, the bridge, encodes the same frames
+ * (same settings, same timestamps) from an IDR of its own for the joiners
+ * alone, until the shared stream's next keyframe, where each joiner
+ * switches over (sink_route). It costs a second encode for up to one GOP
+ * per join, in its own thread, and nothing to anyone already watching.
+ * With intra refresh (no natural keyframes) a joiner still gets a forced
+ * IDR. */
+
+typedef struct bridge_item {
+    cs_vframe *f;
+    int64_t n; /* its index in the shared stream */
+    int idr;
+} bridge_item;
+
+static void bridge_item_free(void *p)
+{
+    bridge_item *it = p;
+    if (it)
+        cs_vframe_unref(it->f);
+    free(it);
+}
+
+static void bridge_thread(void *arg)
+{
+    cs_media *m = arg;
+    cs_video_enc *e = m->br_enc;
+    int logged = 0;
+    for (;;) {
+        void *item;
+        int rc = cs_queue_pop(m->br_q, &item, 200);
+        if (rc == CS_ECLOSED)
+            break;
+        if (rc)
+            continue;
+        bridge_item *it = item;
+        rc = cs_video_enc_skip_to(e, it->n);
+        if (!rc)
+            rc = cs_video_enc_send(e, it->f, it->idr);
+        bridge_item_free(it);
+        if (rc && !logged++)
+            cs_log(m->log, CS_LOG_ERROR, "join bridge: %s", cs_error_last());
+        cs_vpacket *p;
+        while (cs_video_enc_receive(e, &p) == 0) {
+            fan_out(m, p, 1);
+            cs_vpacket_unref(p);
+        }
+    }
+}
+
+/* A sink waits for a keyframe, frame @p n is next: 1 if the shared stream
+ * must make it one. */
+static int join_start(cs_media *m, int64_t n)
+{
+    if (!m->br_th)
+        return 1;
+    int64_t due = m->last_key_n + cs_video_enc_keyint(m->enc) - n;
+    if (due * 1000 / m->fps <= JOIN_WAIT_MS)
+        return 0;
+    int waiting = 0;
+    pthread_mutex_lock(&m->mu);
+    for (sink *s = m->sinks; s; s = s->next) {
+        if (s->kind == SINK_RECORD || atomic_load(&s->done) || !atomic_load(&s->need_key))
+            continue;
+        if (!atomic_load(&s->bridged)) {
+            atomic_store(&s->switch_us, INT64_MAX);
+            atomic_store(&s->bridged, 1);
+            m->bridged++;
+        }
+        waiting += atomic_load(&s->switch_us) == INT64_MAX;
+    }
+    pthread_mutex_unlock(&m->mu);
+    if (waiting) {
+        m->br_active = 1;
+        m->br_idr = 1;
+    }
+    return 0;
+}
+
+/* The shared stream made a keyframe at @p pts_us: the bridge's joiners
+ * switch there, and the bridge rests. */
+static void bridge_end(cs_media *m, int64_t pts_us)
+{
+    m->br_active = 0;
+    m->br_idr = 0;
+    pthread_mutex_lock(&m->mu);
+    for (sink *s = m->sinks; s; s = s->next) {
+        int64_t none = INT64_MAX;
+        if (atomic_load(&s->bridged))
+            atomic_compare_exchange_strong(&s->switch_us, &none, pts_us);
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void bridge_feed(cs_media *m, cs_vframe *f, int64_t n, int64_t now)
+{
+    bridge_item *it = malloc(sizeof(*it));
+    if (!it)
+        return;
+    it->f = cs_vframe_ref(f);
+    it->n = n;
+    it->idr = m->br_idr && now - m->br_idr_ns >= IDR_MIN_NS;
+    if (cs_queue_try_push(m->br_q, it)) { /* the bridge fell behind: it skips one */
+        bridge_item_free(it);
+        return;
+    }
+    if (it->idr) {
+        m->br_idr = 0;
+        m->br_idr_ns = now;
+    }
+}
+
+/* --------------------------------------------------------------- encode */
+
 static int encode_one(cs_media *m, cs_vframe *f)
 {
-    int64_t now = cs_clock_ns();
+    int64_t now = cs_clock_ns(), n = cs_video_enc_next(m->enc);
     int idr = 0;
+    if (atomic_exchange(&m->join_req, 0) && join_start(m, n))
+        atomic_store(&m->idr_req, 1);
     if (atomic_load(&m->idr_req) && now - m->last_idr_ns >= IDR_MIN_NS) {
         atomic_store(&m->idr_req, 0);
         m->last_idr_ns = now;
@@ -567,15 +771,25 @@ static int encode_one(cs_media *m, cs_vframe *f)
     cs_vpacket *p;
     while (cs_video_enc_receive(m->enc, &p) == 0) {
         int64_t lat = cs_clock_wall_ns() - cs_vpacket_capture_ns(p);
+        int key = cs_vpacket_is_key(p);
         pthread_mutex_lock(&m->mu);
         m->lat_ns[m->nlat++ % LAT_RING] = lat;
         m->frames_out++;
         m->bytes_enc += (int64_t)cs_vpacket_size(p);
-        m->keyframes += cs_vpacket_is_key(p);
+        m->keyframes += key;
         pthread_mutex_unlock(&m->mu);
-        fan_out(m, p);
+        if (key) {
+            m->last_key_n = n;
+            if (m->br_active)
+                bridge_end(m, cs_vpacket_pts_us(p));
+        }
+        fan_out(m, p, 0);
         cs_vpacket_unref(p);
     }
+    /* after the shared stream's encode, so that the bridge never encodes
+     * the frame of the keyframe it ends at; it overlaps the next one */
+    if (m->br_active)
+        bridge_feed(m, f, n, now);
     return 0;
 }
 
@@ -726,6 +940,13 @@ int cs_media_start(cs_media **out, const cs_media_opts *o)
         if (!rc && (rc = sink_add(m, SINK_RECORD, o->record_dir, NULL, rec)))
             cs_record_close(rec);
     }
+    if (!rc && !o->enc.intra_refresh && (m->nlisten || o->noutputs)) {
+        if (cs_video_enc_new(&m->br_enc, &m->o.enc))
+            cs_log(m->log, CS_LOG_WARN, "join bridge: %s; joiners get a forced keyframe",
+                   cs_error_last());
+        else if (!(rc = cs_queue_new(&m->br_q, 4, bridge_item_free)))
+            rc = cs_thread_start(&m->br_th, "cs-bridge", bridge_thread, m);
+    }
     if (!rc)
         rc = cs_thread_start(&m->enc_th, "cs-encode", encode_thread, m);
     if (!rc)
@@ -775,6 +996,9 @@ int cs_media_stop(cs_media *m)
     if (m->mail)
         cs_queue_close(m->mail);
     cs_thread_join(m->enc_th);
+    if (m->br_q)
+        cs_queue_close(m->br_q);
+    cs_thread_join(m->br_th);
     /* the sinks drain what is queued (the recorder finishes its segment) */
     int rc = 0;
     for (sink *s = m->sinks; s; s = s->next)
@@ -790,6 +1014,8 @@ int cs_media_stop(cs_media *m)
         sink_free(s);
     }
     cs_queue_free(m->mail);
+    cs_queue_free(m->br_q);
+    cs_video_enc_free(m->br_enc);
     cs_video_enc_free(m->enc);
     json_decref(m->last_stats);
     pthread_mutex_destroy(&m->mu);

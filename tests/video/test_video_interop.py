@@ -91,6 +91,30 @@ with vh.sender(d, "sender", port, ["--record", rec, "--segment", "2"], size="128
     stats = [x for x in s.lines() if "receivers" in x]
     c.check(any(x["receivers"] >= 4 for x in stats), "the sender counted 4 receivers at once")
 
+    # a joiner passes from the join bridge's stream to the shared one at
+    # its keyframe: ffmpeg decodes 100 frames (over 3 s, a GOP is 2 s)
+    # without an error, one frame time apart, with no frame twice or missing
+    out = subprocess.run(["ffmpeg", "-v", "error", "-i", url, "-frames:v", "100", "-f",
+                          "framemd5", "-"], capture_output=True, timeout=60)
+    rows = [x.split(",") for x in out.stdout.decode().splitlines() if x[:1].isdigit()]
+    pts = [int(r[2]) for r in rows]
+    tb = [x for x in out.stdout.decode().splitlines() if x.startswith("#tb")]
+    steps = sorted(set(b - a for a, b in zip(pts, pts[1:])))
+    c.check(out.returncode == 0 and not out.stderr.strip() and len(rows) == 100,
+            "a joiner decodes 100 frames across the switch with no error (%d frames, rc %d: %s)"
+            % (len(rows), out.returncode, out.stderr.decode(errors="replace")[-300:]))
+    c.check(len(steps) == 1, "... each one frame after the last (pts steps %s, %s)" %
+            (steps, tb))
+    # the joins cost the shared stream nothing: it keeps its GOP
+    st = s.lines()[-1]
+    keyint = 60
+    print("sender: %d frames, %d keyframes, %d receivers joined through the bridge" %
+          (st["frames"], st["keyframes"], st["bridged"]))
+    c.check(st["bridged"] >= 4, "joiners were served by the join bridge (%d)" % st["bridged"])
+    c.check(st["keyframes"] <= st["frames"] // keyint + 1,
+            "no keyframe forced into the shared stream for %d joins: %d keyframes in %d frames"
+            % (st["bridged"], st["keyframes"], st["frames"]))
+
     # let the recorder finish a few segments, then kill -9 it mid-segment
     c.check(s.wait_for(lambda: len([f for f in os.listdir(rec) if f.endswith(".mp4")]) >= 3, 30,
                        "3 segments"), "3 segments recorded")
@@ -116,6 +140,14 @@ for f in segs:
                          capture_output=True, timeout=60)
     c.check(out.returncode == 0 and not out.stderr.strip(),
             "%s plays (decodes without errors: %s)" % (f, out.stderr.decode()[-200:]))
+    # the recording is the shared stream: one keyframe per 2-s GOP, none
+    # forced in for the receivers that joined meanwhile
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
+                          "frame=key_frame", "-of", "csv=p=0", p], capture_output=True,
+                         timeout=60)
+    keys = [x.split(",")[0] for x in out.stdout.decode().split()]
+    c.check(keys and keys[0] == "1" and keys.count("1") == (len(keys) + 59) // 60,
+            "%s: %d keyframes in %d frames" % (f, keys.count("1"), len(keys)))
 with open(os.path.join(rec, "manifest.jsonl")) as f:
     entries = [json.loads(x) for x in f if x.strip()]
 c.check(all(e["retain_until"][:4] == str(int(e["start"][:4]) + 10) for e in entries),

@@ -67,6 +67,9 @@ CS_API int cs_vpacket_is_key(const cs_vpacket *p);
 CS_API int64_t cs_vpacket_capture_ns(const cs_vpacket *p);
 /** Presentation time in microseconds from the start of the encode. */
 CS_API int64_t cs_vpacket_pts_us(const cs_vpacket *p);
+/** The encoder that made it: to compare with, never to use (it may be
+ *  gone). */
+CS_API const cs_video_enc *cs_vpacket_encoder(const cs_vpacket *p);
 
 /* --------------------------------------------------------------- sources */
 
@@ -149,6 +152,14 @@ CS_API int cs_video_enc_send(cs_video_enc *e, cs_vframe *f, int force_idr);
 /** @return 0 with a packet, CS_EAGAIN when it needs another frame. */
 CS_API int cs_video_enc_receive(cs_video_enc *e, cs_vpacket **out);
 CS_API void cs_video_enc_size(const cs_video_enc *e, int *w, int *h, int *fps);
+/** Frames between keyframes (the default applied). */
+CS_API int cs_video_enc_keyint(const cs_video_enc *e);
+/** The index the next frame sent gets (frames count from 0). */
+CS_API int64_t cs_video_enc_next(const cs_video_enc *e);
+/** Give the next frame sent index @p n (no lower than cs_video_enc_next()):
+ *  a second encoder that takes some of another's frames keeps the first
+ *  one's timestamps, so a receiver can pass from one stream to the other. */
+CS_API int cs_video_enc_skip_to(cs_video_enc *e, int64_t n);
 
 /* --------------------------------------------------------------- outputs */
 
