@@ -537,14 +537,18 @@ static int open_input(cs_video_source *s, const char *url)
             return cs_error_set(CS_ENOTFOUND, "%s: no such file or device", shown);
         return cs_error_set(CS_EIO, "%s: %s", shown, averr(e, eb, sizeof(eb)));
     }
-    /* A live MPEG-TS names its codec in the PMT; the decoder learns the
-     * rest from the stream. Probing further would also throw away the
-     * keyframe it read (nobuffer) and wait for the next one. */
-    int known = ts && s->fmt->nb_streams > 0;
-    for (unsigned i = 0; known && i < s->fmt->nb_streams; i++)
-        if (s->fmt->streams[i]->codecpar->codec_type == AVMEDIA_TYPE_VIDEO &&
-            s->fmt->streams[i]->codecpar->codec_id == AV_CODEC_ID_NONE)
+    /* Probing a live input throws away what it read (nobuffer): for a
+     * live MPEG-TS the keyframe it joined on, for raw video on a pipe or a
+     * camera the first frame. So it is skipped where the streams are
+     * known: a TS names its codec in the PMT (the decoder learns the rest
+     * from the stream); raw video and cameras come with their size. */
+    int known = is_live_url(url) && s->fmt->nb_streams > 0;
+    for (unsigned i = 0; known && i < s->fmt->nb_streams; i++) {
+        const AVCodecParameters *cp = s->fmt->streams[i]->codecpar;
+        if (cp->codec_type == AVMEDIA_TYPE_VIDEO &&
+            (cp->codec_id == AV_CODEC_ID_NONE || (!ts && !(cp->width && cp->height))))
             known = 0;
+    }
     e = known ? 0 : avformat_find_stream_info(s->fmt, NULL);
     if (e < 0) {
         if (intr_cb(&s->in))

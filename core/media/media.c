@@ -443,17 +443,10 @@ static void capture_thread(void *arg)
             cs_video_source_close(src);
             break;
         }
-        if (lost_since)
-            cs_log(m->log, CS_LOG_INFO, "source %s: back after %.1f s", m->src_shown,
-                   (double)(cs_clock_ns() - lost_since) / 1e9);
-        else
+        if (!lost_since)
             cs_log(m->log, CS_LOG_INFO, "source %s: %s %dx%d", m->src_shown, codec, m->src_w,
                    m->src_h);
-        atomic_store(&m->src_state, SRC_LIVE);
-        lost_since = 0;
-        last_err[0] = '\0';
-        backoff = 250;
-        int bad = 0;
+        int bad = 0, got = 0;
         for (;;) {
             cs_vframe *f;
             rc = cs_video_source_read(src, &f);
@@ -469,6 +462,15 @@ static void capture_thread(void *arg)
             if (rc)
                 break;
             bad = 0;
+            if (!got++) { /* live again only once a frame comes */
+                if (lost_since)
+                    cs_log(m->log, CS_LOG_INFO, "source %s: back after %.1f s", m->src_shown,
+                           (double)(cs_clock_ns() - lost_since) / 1e9);
+                atomic_store(&m->src_state, SRC_LIVE);
+                lost_since = 0;
+                last_err[0] = '\0';
+                backoff = 250;
+            }
             int w, h;
             cs_video_source_info(src, NULL, &w, &h, NULL);
             if ((w != m->src_w || h != m->src_h) && w && h) {
@@ -499,11 +501,19 @@ static void capture_thread(void *arg)
         cs_video_source_close(src);
         if (atomic_load(&m->stop))
             break;
-        snprintf(last_err, sizeof(last_err), "%s", m->src_error);
-        cs_log(m->log, CS_LOG_WARN, "source %s lost: %s; showing the slate and reconnecting",
-               m->src_shown, last_err);
-        atomic_store(&m->src_state, SRC_LOST);
-        lost_since = cs_clock_ns();
+        if (got) {
+            snprintf(last_err, sizeof(last_err), "%s", m->src_error);
+            cs_log(m->log, CS_LOG_WARN, "source %s lost: %s; showing the slate and reconnecting",
+                   m->src_shown, last_err);
+            atomic_store(&m->src_state, SRC_LOST);
+            lost_since = cs_clock_ns();
+        } else { /* opens, but ends at once (a pipe at its end): back off */
+            if (!lost_since)
+                lost_since = cs_clock_ns();
+            atomic_store(&m->src_state, SRC_LOST);
+            nap(m, backoff);
+            backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+        }
     }
 }
 

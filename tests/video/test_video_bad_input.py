@@ -157,4 +157,35 @@ with vh.Proc(d, "dead", ["stream", "--source", "udp://127.0.0.1:%d" % vh.free_ud
     c.check(st and st[-1]["slate_frames"] > 0 and "no stream information" in
             st[-1]["source"]["error"], "and count slate frames, with the reason (%s)" %
             (st[-1]["source"] if st else None))
+
+# raw video on a pipe that ends: nothing probed away (the recording starts
+# with the first frame written), and its end is one log line, not a line
+# per reopening of a pipe at its end
+rec = os.path.join(d, "piperec")
+w, h, nf = 320, 240, 45
+args = [vh.BIN, "stream", "--source-format", "rawvideo", "--source-opts",
+        "video_size=%dx%d:pixel_format=yuv420p:framerate=30" % (w, h), "--source", "pipe:0",
+        "--size", "%dx%d" % (w, h), "--record", rec, "--segment", "1", "--duration", "4"]
+p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.PIPE)
+for k in range(nf):  # frame k: flat luma 40 + 4k, at 30 frames a second
+    p.stdin.write(bytes([40 + 4 * k]) * (w * h) + bytes([128]) * (w * h // 2))
+    p.stdin.flush()
+    time.sleep(1 / 30)
+p.stdin.close()
+err = p.stderr.read().decode(errors="replace")
+p.wait(60)
+out = p
+segs = sorted(f for f in os.listdir(rec) if f.endswith(".mp4")) if os.path.isdir(rec) else []
+first = b""
+if segs:
+    first = subprocess.run(["ffmpeg", "-v", "error", "-i", os.path.join(rec, segs[0]),
+                            "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"],
+                           capture_output=True, timeout=60).stdout[:w * h]
+luma = sum(first) / len(first) if first else -1
+c.check(out.returncode == 0 and abs(luma - 40) < 3,
+        "a raw pipe source keeps its first frame: the recording starts at luma %.1f (40: frame 0,"
+        " 44: frame 1; rc %d %s)" % (luma, out.returncode, err[-200:]))
+lost = err.count("lost:")
+c.check(lost == 1, "the pipe's end is logged once (%d lines)" % lost)
 c.finish()
