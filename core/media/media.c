@@ -652,7 +652,7 @@ static void stats_tick(cs_media *m, int force)
  * is ~12 dB below the frames around it, and the GOP takes a second to
  * recover. So unless the shared stream's next keyframe is due within
  * JOIN_WAIT_MS, a second encoder, the bridge, encodes the same frames
- * (same settings, same timestamps) from an IDR of its own for the joiners
+ * (same size, rate and timestamps) from an IDR of its own for the joiners
  * alone, until the shared stream's next keyframe, where each joiner
  * switches over (sink_route). It costs a second encode for up to one GOP
  * per join, in its own thread, and nothing to anyone already watching.
@@ -951,7 +951,14 @@ int cs_media_start(cs_media **out, const cs_media_opts *o)
             cs_record_close(rec);
     }
     if (!rc && !o->enc.intra_refresh && (m->nlisten || o->noutputs)) {
-        if (cs_video_enc_new(&m->br_enc, &m->o.enc))
+        /* the bridge's stream is a joiner's for up to one GOP: it is made
+         * cheaply (ultrafast, one thread), so that a join does not take
+         * the CPU the shared encode needs; the joiner's decoder takes the
+         * shared stream's own SPS/PPS at the switch */
+        cs_video_enc_opts bo = m->o.enc;
+        bo.preset = "ultrafast";
+        bo.threads = 1;
+        if (cs_video_enc_new(&m->br_enc, &bo))
             cs_log(m->log, CS_LOG_WARN, "join bridge: %s; joiners get a forced keyframe",
                    cs_error_last());
         else if (!(rc = cs_queue_new(&m->br_q, 4, bridge_item_free)))

@@ -6,15 +6,24 @@
  *   encode] -> each packet fanned out by reference to every sink:
  *     - SRT listeners: a [listen thread] per listening URL accepts callers,
  *       each caller gets its own sink (a bounded queue and a [sender
- *       thread], its own MPEG-TS mux starting at a forced IDR);
+ *       thread], its own MPEG-TS mux starting at a keyframe);
  *     - other outputs (SRT caller, UDP, a file): one sink each, reopened
  *       with back-off when they fail;
  *     - the recorder (cs/record.h), on its own sink.
- *   A sink whose queue is full drops packets up to the next keyframe (and
- *   asks for one): a slow receiver never slows the others.
+ *   A sink whose queue is full drops packets up to the next keyframe: a
+ *   slow receiver never slows the others.
+ *   A sink that needs a keyframe (a receiver joining, an output reopened,
+ *   a sink that dropped) waits for the shared stream's if one is due within
+ *   200 ms; otherwise a [bridge thread] with a second encoder (same
+ *   size, rate and timestamps; x264 ultrafast, one thread) encodes the
+ *   frames from an IDR of its own for those sinks alone until the shared
+ *   stream's next keyframe, where they switch over: a join costs the
+ *   viewers already there nothing. With intra refresh (no natural
+ *   keyframes) the shared stream forces an IDR.
  *
  * Stats (once a second, and on demand): frames in/out/dropped, encoded
- * bitrate, per-sink queue depth, bytes and drops, capture-to-encoded
+ * bitrate, keyframes of the shared stream, sinks served by the bridge
+ * ("bridged"), per-sink queue depth, bytes and drops, capture-to-encoded
  * latency, source state. They go to the on_stats callback (the server
  * posts them on the bus as "media.stats"). Media threads never call Lua or
  * wait on the database. */
