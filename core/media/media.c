@@ -74,7 +74,8 @@ struct cs_media {
     cs_thread *br_th;
     atomic_int join_req;
     int br_active, br_idr;
-    int64_t br_idr_ns, last_key_n; /* stats */
+    int64_t br_idr_ns, last_key_n;
+    /* stats */
     atomic_int src_state;
     char src_error[300];
     char src_codec[32];
@@ -508,8 +509,10 @@ static void capture_thread(void *arg)
             atomic_store(&m->src_state, SRC_LOST);
             lost_since = cs_clock_ns();
         } else { /* opens, but ends at once (a pipe at its end): back off */
-            if (!lost_since)
+            if (!lost_since) {
+                cs_log(m->log, CS_LOG_WARN, "source %s: %s; retrying", m->src_shown, m->src_error);
                 lost_since = cs_clock_ns();
+            }
             atomic_store(&m->src_state, SRC_LOST);
             nap(m, backoff);
             backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
@@ -749,14 +752,15 @@ static void bridge_feed(cs_media *m, cs_vframe *f, int64_t n, int64_t now)
     bridge_item *it = malloc(sizeof(*it));
     if (!it)
         return;
+    int idr = m->br_idr && now - m->br_idr_ns >= IDR_MIN_NS;
     it->f = cs_vframe_ref(f);
     it->n = n;
-    it->idr = m->br_idr && now - m->br_idr_ns >= IDR_MIN_NS;
+    it->idr = idr;
     if (cs_queue_try_push(m->br_q, it)) { /* the bridge fell behind: it skips one */
         bridge_item_free(it);
         return;
     }
-    if (it->idr) {
+    if (idr) { /* it is the bridge thread's now */
         m->br_idr = 0;
         m->br_idr_ns = now;
     }
