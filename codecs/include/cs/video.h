@@ -154,7 +154,7 @@ CS_API int cs_video_enc_receive(cs_video_enc *e, cs_vpacket **out);
 CS_API void cs_video_enc_size(const cs_video_enc *e, int *w, int *h, int *fps);
 /** Frames between keyframes (the default applied). */
 CS_API int cs_video_enc_keyint(const cs_video_enc *e);
-/** The index the next frame sent gets (frames count from 0). */
+/** The index of the next frame to be sent (frames count from 0). */
 CS_API int64_t cs_video_enc_next(const cs_video_enc *e);
 /** Give the next frame sent index @p n (no lower than cs_video_enc_next()):
  *  a second encoder that takes some of another's frames keeps the first
