@@ -81,6 +81,14 @@ def parse_bits(bits):
     return v >> 40, v & ((1 << 40) - 1)
 
 
+def read_barcode(y):
+    """(frame number, capture us) from a frame's luma (rows x width), or
+    None when the barcode does not check."""
+    nb = min(NBITS, y.shape[1] // BLOCK)
+    cells = y[4:12, :nb * BLOCK].reshape(8, nb, BLOCK)[:, :, 4:12].mean(axis=(0, 2))
+    return parse_bits(cells > 128)
+
+
 def pct(v, p):
     if not v:
         return None
@@ -180,7 +188,6 @@ def recv_main(argv):
     samples = argv[5] if len(argv) > 5 else None
     every = int(argv[6]) if len(argv) > 6 else 0
     fsize = w * h * 3 // 2
-    nb = min(NBITS, w // BLOCK)
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     buf = bytearray(fsize)
@@ -208,8 +215,7 @@ def recv_main(argv):
         if res["first_frame_ms"] is None:
             res["first_frame_ms"] = (now - t_start) / 1e6
         y = np.frombuffer(buf, dtype=np.uint8, count=BAND * w).reshape(BAND, w)
-        cells = y[4:12, :nb * BLOCK].reshape(8, nb, BLOCK)[:, :, 4:12].mean(axis=(0, 2))
-        p = parse_bits(cells > 128)
+        p = read_barcode(y)
         if p is None:
             res["bad_barcode"] += 1
             continue
@@ -609,7 +615,6 @@ def frame_errors(ts, img, w, h):
     planes = load_yuv(yuv, iw, ih)
     _, ref = frame_buf(w, h)
     raw, got = frame_buf(w, h)
-    nb = min(NBITS, w // BLOCK)
     # no frame that decoded with errors: the copy starts before the first
     # keyframe (the receiver's probe took it)
     dec = subprocess.Popen(["ffmpeg", "-nostdin", "-v", "quiet", "-flags", "-output_corrupt",
@@ -619,8 +624,7 @@ def frame_errors(ts, img, w, h):
     mse = {}
     mv = memoryview(raw)
     while dec.stdout.readinto(mv) == len(raw):
-        cells = got[0][4:12, :nb * BLOCK].reshape(8, nb, BLOCK)[:, :, 4:12].mean(axis=(0, 2))
-        p = parse_bits(cells > 128)
+        p = read_barcode(got[0])
         if p is None:
             continue
         make_frame(planes, ref, p[0], w, h)
