@@ -74,7 +74,9 @@ struct cs_media {
     cs_thread *br_th;
     atomic_int join_req;
     int br_active, br_idr;
-    int64_t br_idr_ns, last_key_n;
+    int64_t br_idr_ns;
+    int64_t next_key_n; /* the encode thread's: where the GOP's next keyframe is due */
+    int64_t seq_skew;   /* the encode thread's: frame index - source frame index */
     /* stats */
     atomic_int src_state;
     char src_error[300];
@@ -396,7 +398,48 @@ static void listen_thread(void *arg)
     }
 }
 
+/* A frame on its way to an encoder, with its index in the stream: the
+ * capture thread numbers frames by their source timestamps, so a frame
+ * dropped on the way leaves a gap and the frames after it keep their
+ * place (and the GOP its phase on the content). */
+typedef struct frame_item {
+    cs_vframe *f;
+    int64_t n;
+    int idr;
+} frame_item;
+
+static void frame_item_free(void *p)
+{
+    frame_item *it = p;
+    if (it)
+        cs_vframe_unref(it->f);
+    free(it);
+}
+
 /* ---------------------------------------------------------------- capture */
+
+/* The capture thread's frame numbering (see frame_item). */
+typedef struct frame_clock {
+    int64_t t0_us, n0, last; /* last: -1 before the first frame */
+} frame_clock;
+
+/* The index, at the output's @p fps, of a frame timed @p t_us (its pts,
+ * or else its capture time): the slot it falls in, or the next if it is
+ * at most a quarter of a slot early (jitter); -1 if that is the slot of
+ * the frame before (a source faster than the output: 60 fps to 30 keeps
+ * every other frame). A new source (@p restart), or a jump back or of
+ * over 2 s ahead, counts on after the last frame. */
+static int64_t frame_clock_index(frame_clock *c, int64_t t_us, int fps, int restart)
+{
+    int64_t n = c->n0 + ((t_us - c->t0_us) * fps + 250000) / 1000000;
+    if (restart || c->last < 0 || t_us < c->t0_us || n > c->last + 2 * fps) {
+        c->t0_us = t_us;
+        n = c->n0 = c->last + 1;
+    }
+    if (n <= c->last)
+        return -1;
+    return c->last = n;
+}
 
 static void capture_thread(void *arg)
 {
@@ -404,6 +447,7 @@ static void capture_thread(void *arg)
     int backoff = 250;
     int64_t lost_since = 0;
     char last_err[300] = "";
+    frame_clock clk = {0, 0, -1};
     while (!atomic_load(&m->stop)) {
         cs_video_source *src;
         cs_video_source_opts so = m->o.src;
@@ -483,14 +527,23 @@ static void capture_thread(void *arg)
                 pthread_mutex_unlock(&m->mu);
             }
             atomic_fetch_add(&m->frames_in, 1);
-            if (cs_queue_try_push(m->mail, f) == CS_EAGAIN) {
+            int64_t pts = cs_vframe_pts_us(f);
+            int64_t n = frame_clock_index(&clk, pts >= 0 ? pts : cs_vframe_capture_ns(f) / 1000,
+                                          m->fps, got == 1);
+            frame_item *it = n < 0 ? NULL : malloc(sizeof(*it));
+            if (!it) {
+                cs_vframe_unref(f);
+                continue;
+            }
+            *it = (frame_item){f, n, 0};
+            if (cs_queue_try_push(m->mail, it) == CS_EAGAIN) {
                 void *old;
                 if (cs_queue_pop(m->mail, &old, 0) == 0) {
-                    cs_vframe_unref(old);
+                    frame_item_free(old);
                     atomic_fetch_add(&m->late_drops, 1);
                 }
-                if (cs_queue_try_push(m->mail, f))
-                    cs_vframe_unref(f);
+                if (cs_queue_try_push(m->mail, it))
+                    frame_item_free(it);
             }
         }
         pthread_mutex_lock(&m->mu);
@@ -662,20 +715,6 @@ static void stats_tick(cs_media *m, int force)
  * With intra refresh (no natural keyframes) a joiner still gets a forced
  * IDR. */
 
-typedef struct bridge_item {
-    cs_vframe *f;
-    int64_t n; /* its index in the shared stream */
-    int idr;
-} bridge_item;
-
-static void bridge_item_free(void *p)
-{
-    bridge_item *it = p;
-    if (it)
-        cs_vframe_unref(it->f);
-    free(it);
-}
-
 static void bridge_thread(void *arg)
 {
     cs_media *m = arg;
@@ -688,11 +727,11 @@ static void bridge_thread(void *arg)
             break;
         if (rc)
             continue;
-        bridge_item *it = item;
+        frame_item *it = item;
         rc = cs_video_enc_skip_to(e, it->n);
         if (!rc)
             rc = cs_video_enc_send(e, it->f, it->idr);
-        bridge_item_free(it);
+        frame_item_free(it);
         if (rc && !logged++)
             cs_log(m->log, CS_LOG_ERROR, "join bridge: %s", cs_error_last());
         cs_vpacket *p;
@@ -709,7 +748,7 @@ static int join_start(cs_media *m, int64_t n)
 {
     if (!m->br_th)
         return 1;
-    int64_t due = m->last_key_n + cs_video_enc_keyint(m->enc) - n;
+    int64_t due = m->next_key_n - n;
     if (due * 1000 / m->fps <= JOIN_WAIT_MS)
         return 0;
     int waiting = 0;
@@ -749,7 +788,7 @@ static void bridge_end(cs_media *m, int64_t pts_us)
 
 static void bridge_feed(cs_media *m, cs_vframe *f, int64_t n, int64_t now)
 {
-    bridge_item *it = malloc(sizeof(*it));
+    frame_item *it = malloc(sizeof(*it));
     if (!it)
         return;
     int idr = m->br_idr && now - m->br_idr_ns >= IDR_MIN_NS;
@@ -757,7 +796,7 @@ static void bridge_feed(cs_media *m, cs_vframe *f, int64_t n, int64_t now)
     it->n = n;
     it->idr = idr;
     if (cs_queue_try_push(m->br_q, it)) { /* the bridge fell behind: it skips one */
-        bridge_item_free(it);
+        frame_item_free(it);
         return;
     }
     if (idr) { /* it is the bridge thread's now */
@@ -768,10 +807,23 @@ static void bridge_feed(cs_media *m, cs_vframe *f, int64_t n, int64_t now)
 
 /* --------------------------------------------------------------- encode */
 
-static int encode_one(cs_media *m, cs_vframe *f)
+/* Encodes @p f, the source's frame @p seq (see frame_item), or a slate or
+ * freeze frame (-1), as the frame after the last. */
+static int encode_one(cs_media *m, cs_vframe *f, int64_t seq)
 {
     int64_t now = cs_clock_ns(), n = cs_video_enc_next(m->enc);
-    int idr = 0;
+    if (seq >= 0) { /* frames dropped before it leave their gap */
+        if (seq + m->seq_skew < n)
+            m->seq_skew = n - seq; /* after slate frames: from here on */
+        n = seq + m->seq_skew;
+        int rc = cs_video_enc_skip_to(m->enc, n);
+        if (rc)
+            return rc;
+    }
+    /* Keyframes fall on a grid of frame indexes, not every keyint frames
+     * encoded, so that frames dropped on the way (or a source slower than
+     * the output) do not move them on the content. */
+    int idr = !m->o.enc.intra_refresh && n >= m->next_key_n;
     if (atomic_exchange(&m->join_req, 0) && join_start(m, n))
         atomic_store(&m->idr_req, 1);
     if (atomic_load(&m->idr_req) && now - m->last_idr_ns >= IDR_MIN_NS) {
@@ -782,6 +834,7 @@ static int encode_one(cs_media *m, cs_vframe *f)
     int rc = cs_video_enc_send(m->enc, f, idr);
     if (rc)
         return rc;
+    int64_t keyint = cs_video_enc_keyint(m->enc);
     cs_vpacket *p;
     while (cs_video_enc_receive(m->enc, &p) == 0) {
         int64_t lat = cs_clock_wall_ns() - cs_vpacket_capture_ns(p);
@@ -793,7 +846,7 @@ static int encode_one(cs_media *m, cs_vframe *f)
         m->keyframes += key;
         pthread_mutex_unlock(&m->mu);
         if (key) {
-            m->last_key_n = n;
+            m->next_key_n = (n / keyint + 1) * keyint;
             if (m->br_active)
                 bridge_end(m, cs_vpacket_pts_us(p));
         }
@@ -825,8 +878,12 @@ static void encode_thread(void *arg)
             break;
         now = cs_clock_ns();
         cs_vframe *f = NULL;
+        int64_t seq = -1;
         if (rc == 0) {
-            f = item;
+            frame_item *it = item;
+            f = it->f;
+            seq = it->n;
+            free(it);
             cs_vframe_unref(last);
             last = cs_vframe_ref(f);
             last_real = now;
@@ -850,7 +907,7 @@ static void encode_thread(void *arg)
                 cs_vframe_set_capture_ns(f, cs_clock_wall_ns());
         }
         if (f) {
-            if (encode_one(m, f))
+            if (encode_one(m, f, seq))
                 cs_log(m->log, CS_LOG_ERROR, "encode: %s", cs_error_last());
             cs_vframe_unref(f);
             last_out = now;
@@ -922,7 +979,7 @@ int cs_media_start(cs_media **out, const cs_media_opts *o)
     int rc = cs_video_enc_new(&m->enc, &m->o.enc);
     if (!rc) {
         cs_video_enc_size(m->enc, &m->w, &m->h, &m->fps);
-        rc = cs_queue_new(&m->mail, 2, (void (*)(void *))cs_vframe_unref);
+        rc = cs_queue_new(&m->mail, 2, frame_item_free);
     }
     for (int i = 0; !rc && i < o->noutputs; i++) {
         const char *u = o->outputs[i];
@@ -965,7 +1022,7 @@ int cs_media_start(cs_media **out, const cs_media_opts *o)
         if (cs_video_enc_new(&m->br_enc, &bo))
             cs_log(m->log, CS_LOG_WARN, "join bridge: %s; joiners get a forced keyframe",
                    cs_error_last());
-        else if (!(rc = cs_queue_new(&m->br_q, 4, bridge_item_free)))
+        else if (!(rc = cs_queue_new(&m->br_q, 4, frame_item_free)))
             rc = cs_thread_start(&m->br_th, "cs-bridge", bridge_thread, m);
     }
     if (!rc)

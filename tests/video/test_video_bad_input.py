@@ -158,34 +158,74 @@ with vh.Proc(d, "dead", ["stream", "--source", "udp://127.0.0.1:%d" % vh.free_ud
             st[-1]["source"]["error"], "and count slate frames, with the reason (%s)" %
             (st[-1]["source"] if st else None))
 
+def pipe_stream(name, fps_in, nf, extra=()):
+    """Writes nf flat frames to a raw-video pipe source at fps_in, in real
+    time, frame k's luma telling its time (40 + 180 k / fps_in); the output
+    records at 30 fps. Returns (process, stderr, frames), frames being
+    [(pts seconds, keyframe, mean luma)] over the recording's segments."""
+    rec = os.path.join(d, name)
+    w, h = 320, 240
+    args = [vh.BIN, "stream", "--source-format", "rawvideo", "--source-opts",
+            "video_size=%dx%d:pixel_format=yuv420p:framerate=%d" % (w, h, fps_in),
+            "--source", "pipe:0", "--size", "%dx%d" % (w, h), "--fps", "30", "--record", rec,
+            "--duration", "4"] + list(extra)
+    p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    t0 = time.monotonic()
+    for k in range(nf):
+        p.stdin.write(bytes([40 + 180 * k // fps_in]) * (w * h) + bytes([128]) * (w * h // 2))
+        p.stdin.flush()
+        time.sleep(max(0, t0 + (k + 1) / fps_in - time.monotonic()))
+    p.stdin.close()
+    err = p.stderr.read().decode(errors="replace")
+    p.wait(60)
+    segs = sorted(os.path.join(rec, f) for f in os.listdir(rec) if f.endswith(".mp4")) \
+        if os.path.isdir(rec) else []
+    frames = []
+    for s in segs:
+        r = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
+                            "frame=pts_time,key_frame", "-of", "csv=p=0", s],
+                           capture_output=True, text=True, timeout=60)
+        pix = subprocess.run(["ffmpeg", "-v", "error", "-i", s, "-fps_mode", "passthrough", "-f",
+                              "rawvideo", "-pix_fmt", "yuv420p", "-"],
+                             capture_output=True, timeout=60).stdout
+        for i, line in enumerate(r.stdout.split()):
+            key, t = line.split(",")[:2]
+            y = pix[i * w * h * 3 // 2:][:w * h]
+            frames.append((float(t), key == "1", sum(y[::97]) / len(y[::97]) if y else -1))
+    return p, err, frames
+
+
 # raw video on a pipe that ends: nothing probed away (the recording starts
 # with the first frame written), and its end is one log line, not a line
 # per reopening of a pipe at its end
-rec = os.path.join(d, "piperec")
-w, h, nf = 320, 240, 45
-args = [vh.BIN, "stream", "--source-format", "rawvideo", "--source-opts",
-        "video_size=%dx%d:pixel_format=yuv420p:framerate=30" % (w, h), "--source", "pipe:0",
-        "--size", "%dx%d" % (w, h), "--record", rec, "--segment", "1", "--duration", "4"]
-p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.PIPE)
-for k in range(nf):  # frame k: flat luma 40 + 4k, at 30 frames a second
-    p.stdin.write(bytes([40 + 4 * k]) * (w * h) + bytes([128]) * (w * h // 2))
-    p.stdin.flush()
-    time.sleep(1 / 30)
-p.stdin.close()
-err = p.stderr.read().decode(errors="replace")
-p.wait(60)
-out = p
-segs = sorted(f for f in os.listdir(rec) if f.endswith(".mp4")) if os.path.isdir(rec) else []
-first = b""
-if segs:
-    first = subprocess.run(["ffmpeg", "-v", "error", "-i", os.path.join(rec, segs[0]),
-                            "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"],
-                           capture_output=True, timeout=60).stdout[:w * h]
-luma = sum(first) / len(first) if first else -1
-c.check(out.returncode == 0 and abs(luma - 40) < 3,
+out, err, fr = pipe_stream("piperec", 30, 30, ["--segment", "1"])
+luma = fr[0][2] if fr else -1
+c.check(out.returncode == 0 and abs(luma - 40) < 1,
         "a raw pipe source keeps its first frame: the recording starts at luma %.1f (40: frame 0,"
-        " 44: frame 1; rc %d %s)" % (luma, out.returncode, err[-200:]))
+        " 46: frame 1; rc %d %s)" % (luma, out.returncode, err[-200:]))
 lost = err.count("lost:")
 c.check(lost == 1, "the pipe's end is logged once (%d lines)" % lost)
+
+# sources at another rate than the output's: frames take their place by
+# their timestamps (a 60 fps source loses every other frame, a 20 fps one
+# leaves gaps), so each frame is shown at the time it was taken, and the
+# keyframes stay one GOP (--keyint 10: a third of a second) apart in time
+for fps_in in (60, 20):
+    out, err, fr = pipe_stream("rate%d" % fps_in, fps_in, fps_in, ["--keyint", "10"])
+    real = fr[:1]  # the source's frames: until the freeze and the slate
+    for f in fr[1:]:
+        if f[2] <= real[-1][2] + 2:
+            break
+        real.append(f)
+    off = [abs((f[0] - real[0][0]) - (f[2] - 40) / 180) for f in real]
+    c.check(out.returncode == 0 and len(real) >= min(fps_in, 30) - 2 and max(off) < 0.025,
+            "a %d fps source at 30 fps: %d frames, each at its time (worst %.3f s off; rc %d %s;"
+            " %s)" % (fps_in, len(real), max(off) if off else -1, out.returncode, err[-200:],
+                      [(round(t, 3), round(y)) for t, _, y in fr[:40]]))
+    keys = [round(f[0] - real[0][0], 3) for f in real if f[1]]
+    late = [(k * 3 - int(k * 3 + 0.01)) / 3 for k in keys]  # after each 1/3 s
+    c.check(len(keys) >= 3 and max(late) < 1 / fps_in + 0.005,
+            "a %d fps source's keyframes fall every 1/3 s, at the first frame: %s"
+            % (fps_in, keys))
 c.finish()
