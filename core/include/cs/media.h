@@ -1,7 +1,11 @@
 /* core/media: the live video pipeline.
  *
- *   source -> [capture thread] -> mailbox (2 frames; a late frame is
- *   dropped, never queued into latency) -> [encode thread: freeze, then a
+ *   source -> [capture thread: each frame numbered by its timestamp at
+ *   the output rate, so a faster source keeps one frame per slot and a
+ *   slower one leaves gaps] -> mailbox (2 frames; a late frame is
+ *   dropped, never queued into latency, its gap kept in the timestamps;
+ *   keyframes fall on the grid of frame numbers, so drops do not move
+ *   them) -> [encode thread: freeze, then a
  *   "source lost" slate while the capture thread reconnects; one H.264
  *   encode] -> each packet fanned out by reference to every sink:
  *     - SRT listeners: a [listen thread] per listening URL accepts callers,
