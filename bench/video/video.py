@@ -27,7 +27,8 @@ usage: video.py [DURATION_S [LATENCY_MS]]   (default 60 s, 2 ms for the
 latency phase: SRT's latency is a receive buffer for retransmissions, sized
 at 4 x RTT or more; loopback's RTT is ~0.05 ms, so 2 ms is 40 x RTT, and
 both pipelines get the same). Env: CS_BIN, CS_SRTCOUNT, CS_WORK, CS_TESTDATA; CS_PHASES
-(comma list of a1080,a720,lat1080,lat720,fanout; default all),
+(comma list of a1080,a720,enc1080,enc720,lat1080,lat720,fanout; default
+all), CS_ENC_RUNS (3: alternating runs of the encode-alone phases),
 CS_FANOUT (e.g. "10,20,30,50,64,80,100"), CS_FANOUT_S (20).
 Prints a table, then one JSON object ("bench": "video")."""
 import json
@@ -358,32 +359,41 @@ def make_image(ctx):
     return png, yuv, 3840, 2400
 
 
-def sender_cmd(ctx, who, w, h, kbps, latency, ports, dur):
+def encoder_cmd(ctx, who, w, h, kbps):
+    """Either pipeline reading raw frames on stdin and encoding them, with
+    the same x264 settings; the caller adds the outputs."""
     fps = 30
     if who == "ours":
         return [ctx.bin, "stream", "--source-format", "rawvideo", "--source-opts",
                 f"video_size={w}x{h}:pixel_format=yuv420p:framerate={fps}",
                 "--source", "pipe:0", "--size", f"{w}x{h}", "--fps", str(fps),
-                "--bitrate", f"{kbps}k", "--preset", "superfast", "--keyint", "60",
-                "--out", f"srt://:{ports[0]}", "--passphrase", PASS, "--latency", str(latency),
-                "--stats", "--duration", str(int(dur))]
+                "--bitrate", f"{kbps}k", "--preset", "superfast", "--keyint", "60"]
     # Our encoder's VBV buffer is bitrate x (1000/fps*2 + 1) ms (2 frames);
     # FFmpeg gets the same, plus our x264-params (no scene-cut keyframes,
-    # AUDs) and the same 2 sliced threads; its MPEG-TS muxer gets our
-    # muxer settings too (PES length written, a packet flushed at once).
+    # AUDs) and the same 2 sliced threads.
     bufsize = kbps * (2000 // fps + 1)
-    slaves = "|".join(f"[f=mpegts:onfail=ignore:omit_video_pes_length=0]srt://0.0.0.0:{p}?mode=listener"
-                      f"&passphrase={PASS}&latency={latency * 1000}" for p in ports)
     return ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "warning",
             "-f", "rawvideo", "-video_size", f"{w}x{h}", "-pix_fmt", "yuv420p",
             "-framerate", str(fps), "-i", "pipe:0",
             "-c:v", "libx264", "-preset", "superfast", "-tune", "zerolatency",
             "-b:v", f"{kbps}k", "-maxrate", f"{kbps}k", "-bufsize", f"{bufsize}",
             "-g", "60", "-keyint_min", "60", "-bf", "0", "-threads", "2", "-thread_type", "slice",
-            "-x264-params", "scenecut=0:aud=1", "-flush_packets", "1",
-            "-map", "0:v", "-f", "tee", "-use_fifo", "1",
-            "-fifo_options", "drop_pkts_on_overflow=1:restart_with_keyframe=1:queue_size=60",
-            "-progress", "pipe:1", "-stats_period", "1", slaves]
+            "-x264-params", "scenecut=0:aud=1"]
+
+
+def sender_cmd(ctx, who, w, h, kbps, latency, ports, dur):
+    if who == "ours":
+        return encoder_cmd(ctx, who, w, h, kbps) + [
+            "--out", f"srt://:{ports[0]}", "--passphrase", PASS, "--latency", str(latency),
+            "--stats", "--duration", str(int(dur))]
+    # FFmpeg's MPEG-TS muxer gets our muxer settings (PES length written, a
+    # packet flushed at once)
+    slaves = "|".join(f"[f=mpegts:onfail=ignore:omit_video_pes_length=0]srt://0.0.0.0:{p}?mode=listener"
+                      f"&passphrase={PASS}&latency={latency * 1000}" for p in ports)
+    return encoder_cmd(ctx, who, w, h, kbps) + [
+        "-flush_packets", "1", "-map", "0:v", "-f", "tee", "-use_fifo", "1",
+        "-fifo_options", "drop_pkts_on_overflow=1:restart_with_keyframe=1:queue_size=60",
+        "-progress", "pipe:1", "-stats_period", "1", slaves]
 
 
 def run_pipeline(ctx, who, w, h, kbps, dur, latency, img, nlight=3, joins=(), ours_native=False,
@@ -702,6 +712,41 @@ def phase_a(ctx, img, w, h, kbps, dur, latency=20):
     return res
 
 
+def phase_enc(ctx, img, w, h, kbps, dur, runs):
+    """The encode alone, no transport and no receivers: each pipeline
+    writes MPEG-TS to a file, runs alternating; PSNR-Y over every frame
+    that every run has. Frame for frame x264 differs between runs (its
+    sliced-thread VBV, and the barcode's capture time in the picture), so
+    several runs show the spread that one live run cannot."""
+    _, yuv, iw, ih = img
+    errs = {"ours": [], "ffmpeg": []}
+    for i in range(runs):
+        for who in ("ours", "ffmpeg"):
+            print(f"# encode alone {who} {w}x{h} {kbps} kbit/s, {dur} s, run {i + 1}/{runs} ...",
+                  file=sys.stderr, flush=True)
+            ts = os.path.join(ctx.work, f"enc_{who}_{h}p.ts")
+            # ours stops at its --duration with the generator still
+            # running: its source never ends, so no slate is recorded
+            gen = subprocess.Popen([PY, ME, "gen", yuv, str(iw), str(ih), str(w), str(h), "30",
+                                    str(dur + (3 if who == "ours" else 0))],
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            out = ["--out", ts, "--duration", str(dur)] if who == "ours" else ["-y", ts]
+            subprocess.run(encoder_cmd(ctx, who, w, h, kbps) + out, stdin=gen.stdout,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=dur + 60)
+            gen.stdout.close()
+            gen.kill()
+            gen.wait()
+            errs[who].append(frame_errors(ts, img, w, h))
+    import math
+    common = set.intersection(*(set(e) for v in errs.values() for e in v))
+    res = {"frames": len(common), "runs": runs, "duration_s": dur}
+    for who, v in errs.items():
+        ps = [10 * math.log10(255 * 255 / (sum(e[n] for n in common) / len(common)))
+              for e in v] if common else []
+        res[who] = {"psnr_y": ps, "median": statistics.median(ps) if ps else None}
+    return res
+
+
 def phase_lat(ctx, img, w, h, kbps, dur, latency):
     res = {}
     for who in ("ours", "ffmpeg"):
@@ -814,7 +859,8 @@ def ratio(a, b):
 def main():
     dur = int(sys.argv[1]) if len(sys.argv) > 1 else 60
     lat = int(sys.argv[2]) if len(sys.argv) > 2 else 2
-    phases = os.environ.get("CS_PHASES", "a1080,a720,lat1080,lat720,fanout").split(",")
+    phases = os.environ.get("CS_PHASES",
+                            "a1080,a720,enc1080,enc720,lat1080,lat720,fanout").split(",")
     steps = [int(x) for x in os.environ.get("CS_FANOUT", "10,20,30,40,50,64,80").split(",")]
     fdur = int(os.environ.get("CS_FANOUT_S", "20"))
     ctx = Ctx()
@@ -826,6 +872,10 @@ def main():
         if ph in cfg:
             w, h, kbps = cfg[ph]
             out[ph] = phase_a(ctx, img, w, h, kbps, dur)
+        elif ph.startswith("enc"):
+            w, h, kbps = cfg["a" + ph[3:]]
+            out[ph] = phase_enc(ctx, img, w, h, kbps, min(dur, 20),
+                                int(os.environ.get("CS_ENC_RUNS", "3")))
         elif ph.startswith("lat"):
             w, h, kbps = cfg["a" + ph[3:]]
             out[ph] = phase_lat(ctx, img, w, h, kbps, max(10, min(dur, 20)), lat)
@@ -878,6 +928,16 @@ def report(out):
             rr = ratio(a, b)
             ratios[f"{ph}: {name}"] = rr
             rows.append((ph, name, fmt(a, d), fmt(b, d), fmt(rr, 3)))
+    for ph in ("enc1080", "enc720"):
+        if ph not in out:
+            continue
+        o, f = out[ph]["ours"], out[ph]["ffmpeg"]
+        rows.append((ph, f"PSNR Y dB, encode alone, median of {out[ph]['runs']}",
+                     fmt(o["median"], 3), fmt(f["median"], 3), fmt(ratio(o["median"], f["median"]), 3)))
+        rows.append((ph, "  each run", " ".join(fmt(x, 2) for x in o["psnr_y"]),
+                     " ".join(fmt(x, 2) for x in f["psnr_y"]), ""))
+        rows.append((ph, "  frames compared", str(out[ph]["frames"]), "", ""))
+        ratios[f"{ph}: PSNR Y, encode alone"] = ratio(o["median"], f["median"])
     for ph in ("lat1080", "lat720"):
         if ph not in out:
             continue
