@@ -905,6 +905,14 @@ static void encode_thread(void *arg)
             }
             if (fill && !cs_vframe_copy(&f, fill))
                 cs_vframe_set_capture_ns(f, cs_clock_wall_ns());
+            /* a fill frame takes the slot of the time it is sent: the
+             * stall before the first leaves its gap in the pts, so that
+             * the output (and the recording) keeps real time, and a
+             * receiver that plays by the pts does not fall behind by a
+             * stall's length each time the source stalls */
+            int64_t gap = last_out ? (now - last_out + interval / 2) / interval - 1 : 0;
+            if (f && gap > 0 && cs_video_enc_skip_to(m->enc, cs_video_enc_next(m->enc) + gap))
+                cs_log(m->log, CS_LOG_ERROR, "encode: %s", cs_error_last());
         }
         if (f) {
             if (encode_one(m, f, seq))

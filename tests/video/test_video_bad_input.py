@@ -158,11 +158,12 @@ with vh.Proc(d, "dead", ["stream", "--source", "udp://127.0.0.1:%d" % vh.free_ud
             st[-1]["source"]["error"], "and count slate frames, with the reason (%s)" %
             (st[-1]["source"] if st else None))
 
-def pipe_stream(name, fps_in, nf, extra=()):
+def pipe_stream(name, fps_in, nf, extra=(), pause=None, scale=180):
     """Writes nf flat frames to a raw-video pipe source at fps_in, in real
-    time, frame k's luma telling its time (40 + 180 k / fps_in); the output
-    records at 30 fps. Returns (process, stderr, frames), frames being
-    [(pts seconds, keyframe, mean luma)] over the recording's segments."""
+    time, each frame's luma telling the time it is written (40 + scale t);
+    pause=(k, s) waits s seconds before frame k. The output records at 30
+    fps. Returns (process, stderr, frames), frames being [(pts seconds,
+    keyframe, mean luma)] over the recording's segments."""
     rec = os.path.join(d, name)
     w, h = 320, 240
     args = [vh.BIN, "stream", "--source-format", "rawvideo", "--source-opts",
@@ -173,9 +174,10 @@ def pipe_stream(name, fps_in, nf, extra=()):
                          stderr=subprocess.PIPE)
     t0 = time.monotonic()
     for k in range(nf):
-        p.stdin.write(bytes([40 + 180 * k // fps_in]) * (w * h) + bytes([128]) * (w * h // 2))
+        t = k / fps_in + (pause[1] if pause and k >= pause[0] else 0)
+        time.sleep(max(0, t0 + t - time.monotonic()))
+        p.stdin.write(bytes([40 + round(scale * t)]) * (w * h) + bytes([128]) * (w * h // 2))
         p.stdin.flush()
-        time.sleep(max(0, t0 + (k + 1) / fps_in - time.monotonic()))
     p.stdin.close()
     err = p.stderr.read().decode(errors="replace")
     p.wait(60)
@@ -230,4 +232,17 @@ for fps_in in (60, 20):
     c.check(len(keys) >= 3 and max(late) < 1 / fps_in + 0.005,
             "a %d fps source's keyframes fall every 1/3 s, at the first frame: %s"
             % (fps_in, keys))
+
+# a source that stalls for 1.5 s (frames 0-14 from 0 s, 15-29 from 2 s):
+# the freeze (and slate) frames take the slots of the stall, so the first
+# frame after it is recorded at the time it was taken, not 0.5 s early (the
+# freeze starts stall_ms after the last frame), and a receiver that plays
+# by the pts does not fall behind by that much at each stall
+out, err, fr = pipe_stream("pause", 30, 30, pause=(15, 1.5), scale=80)
+after = [f for f in fr if abs(f[2] - 200) < 1.5]  # frame 15, written at 2 s: luma 40 + 80 * 2
+t_after = after[0][0] - fr[0][0] if after and fr else -1
+c.check(out.returncode == 0 and abs(t_after - 2) < 0.05,
+        "after a 1.5 s stall the source's next frame is recorded at %.3f s, the time it was"
+        " written (2 s; rc %d %s; %s)" % (t_after, out.returncode, err[-200:],
+                                          [(round(t, 3), round(y)) for t, _, y in fr[:60]]))
 c.finish()
