@@ -5,9 +5,11 @@
  *   slower one leaves gaps] -> mailbox (2 frames; a late frame is
  *   dropped, never queued into latency, its gap kept in the timestamps;
  *   keyframes fall on the grid of frame numbers, so drops do not move
- *   them) -> [encode thread: freeze, then a
- *   "source lost" slate while the capture thread reconnects; one H.264
- *   encode] -> each packet fanned out by reference to every sink:
+ *   them) -> [encode thread: freeze, then a "source lost" slate while
+ *   the capture thread reconnects, each such frame in the slot of the
+ *   time it is sent, so the stall keeps its length in the timestamps;
+ *   one H.264 encode] -> each packet fanned out by reference to every
+ *   sink:
  *     - SRT listeners: a [listen thread] per listening URL accepts callers,
  *       each caller gets its own sink (a bounded queue and a [sender
  *       thread], its own MPEG-TS mux starting at a keyframe);
