@@ -25,12 +25,16 @@ os.makedirs(WORK, exist_ok=True)
 
 
 class Server:
-    """`with Server(paths, extra_args) as s:` starts consilium serve, stops it on exit."""
+    """`with Server(paths, extra_args) as s:` starts consilium serve, stops it on exit.
 
-    def __init__(self, paths, args=(), token="test-token"):
+    env: variables added to the server's environment (e.g. CS_LOG).
+    """
+
+    def __init__(self, paths, args=(), token="test-token", env=None):
         self.paths = list(paths)
         self.args = list(args)
         self.token = token
+        self.env = dict(os.environ, **(env or {}))
         self.proc = None
         self.port = None
 
@@ -41,7 +45,7 @@ class Server:
         self.log = open(os.path.join(WORK, "server-%d.log" % os.getpid()), "ab")
         cmd = [BIN, "serve", "--port", "0", "--port-file", pf, "--token", self.token]
         cmd += self.args + self.paths
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, env=self.env)
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -223,11 +223,10 @@ def main():
                        capture_output=True, text=True, timeout=60)
     c.check(p.returncode == 0 and re.search(r"annotations\s+\S+\s+running\s+0", p.stdout),
             "plugins list shows state and strikes: %s" % p.stdout.strip()[-120:])
+    args = ["--db", db, "--plugins", os.path.join(SRC, "plugins"), "--plugins", root]
     # net=v: error responses and microhttpd's messages reach the server log,
     # which wrk_p99 quotes when a run has errors.
-    os.environ["CS_LOG"] = "info,net=v"
-    args = ["--db", db, "--plugins", os.path.join(SRC, "plugins"), "--plugins", root]
-    with Server([SLIDE], args) as s:
+    with Server([SLIDE], args, env={"CS_LOG": "info,net=v"}) as s:
         ps = plugins(s)
         c.check({"annotations", "loop", "hog", "crash", "escape"} <= set(ps),
                 "all plugins listed: %s" % sorted(ps))
